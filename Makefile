@@ -1,0 +1,87 @@
+# The two commands a user needs: `make lab` (install and run the lab) and `make test`.
+# Every part of `make test` also runs alone: lint, sanity, unit, molecule, integration.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INVENTORY ?= inventories/lab
+PLAYBOOK ?= site.yml
+ANSIBLE_ARGS ?=
+MOLECULE_SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+PYTEST_ARGS ?=
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/activate: requirements/dev.txt serving/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip==25.3
+	$(BIN)/pip install -r requirements/dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/activate ## Create .venv with the pinned Python requirements
+
+.PHONY: collection
+collection: ## Link this checkout as .collections/ansible_collections/ailab/platform
+	@mkdir -p .collections/ansible_collections/ailab
+	@ln -sfn ../../.. .collections/ansible_collections/ailab/platform
+
+.PHONY: lab
+lab: venv collection ## Install the lab on INVENTORY (default inventories/lab)
+	$(BIN)/ansible-playbook $(PLAYBOOK) -i $(INVENTORY) $(ANSIBLE_ARGS)
+
+.PHONY: test
+test: lint sanity unit molecule integration ## Run every test, stopping at the first failure
+
+.PHONY: lint
+lint: venv collection ## yamllint, ansible-lint (production profile), ruff
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: sanity
+sanity: venv ## ansible-test sanity on a copy of the collection
+	scripts/sanity.sh
+
+.PHONY: unit
+unit: venv collection ## Unit tests (tests/unit, serving/tests/unit)
+	$(BIN)/pytest tests/unit serving/tests/unit $(PYTEST_ARGS)
+
+.PHONY: images
+images: ## Build the local Docker images that Molecule runs (debootstrap, no Docker Hub)
+	molecule/images/build.sh
+
+.PHONY: molecule
+molecule: venv collection images ## Every Molecule scenario in molecule/
+	@for s in $(MOLECULE_SCENARIOS); do echo "== molecule test -s $$s"; $(BIN)/molecule test -s $$s; done
+
+.PHONY: kube-build
+kube-build: ## Build the test control plane (kube-apiserver, etcd, kwok, helm) from Go modules
+	tests/kube/build.sh
+
+.PHONY: integration
+integration: venv collection kube-build ## Integration tests against real local services
+	$(BIN)/pytest tests/integration serving/tests/integration $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## Remove the venvs, the collection link and test outputs
+	rm -rf $(VENV) .venv-* .collections tests/output .pytest_cache .ruff_cache
+
+.PHONY: kube-up
+kube-up: kube-build ## Start the test control plane in the background (kubeconfig path printed)
+	tests/kube/up.sh
+
+.PHONY: kube-down
+kube-down: ## Stop the test control plane started by kube-up
+	tests/kube/down.sh
