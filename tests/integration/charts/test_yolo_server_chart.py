@@ -1,0 +1,278 @@
+"""Render serving/chart (ailab-yolo-server) with helm and validate every object for Kubernetes 1.33.
+
+The chart is rendered with the chart's defaults, with the values the yolo_server role computes
+(``roles/yolo_server/tasks/values.yml`` run by ansible-playbook), and with the optional parts on.
+Each rendered object passes ``kubernetes-validate --strict`` except the ServiceMonitor, whose CRD
+schema kubernetes-validate does not carry (its fields are asserted here instead). Installing into a
+real API server is tests/integration/apply/test_serving_apply.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "serving" / "chart"
+KUBE_VERSION = "1.33.0"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _helm() -> str:
+    built = ROOT / "tests" / "kube" / ".build" / "bin" / "helm"
+    if built.is_file():
+        return str(built)
+    found = shutil.which("helm")
+    if found:
+        return found
+    pytest.fail(f"no helm: run `make kube-build` (builds {built}) or put helm v3 on PATH")
+
+
+def _values_args(values: dict[str, Any], tmp_path: Path) -> list[str]:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["--values", str(path)]
+
+
+def render(tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """helm template the chart; return the objects, each validated strictly for 1.33."""
+    cmd = [_helm(), "template", "yolo", str(CHART), "--namespace", "ailab-serving"]
+    cmd += ["--kube-version", KUBE_VERSION, *_values_args(values or {}, tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stderr
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    for obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # no schema in kubernetes-validate; asserted in its own test
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    return objects
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds = [o["kind"] for o in objects]
+    assert len(kinds) == len(set(kinds)), kinds
+    return {o["kind"]: o for o in objects}
+
+
+def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    (server,) = objs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return server
+
+
+def env_of(server: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in server["env"]}
+
+
+def role_values(tmp_path: Path, extra_vars: dict[str, Any]) -> dict[str, Any]:
+    """The chart values roles/yolo_server computes with the shipped lab inventory and these variables."""
+    out_file = tmp_path / "role-values.json"
+    playbook = tmp_path / "values.yml"
+    playbook.write_text(
+        textwrap.dedent(f"""\
+        - name: Compute the yolo_server chart values
+          hosts: localhost
+          connection: local
+          gather_facts: false
+          tasks:
+            - name: Run the role's values step
+              ansible.builtin.include_role:
+                name: ailab.platform.yolo_server
+                tasks_from: values.yml
+            - name: Write the values
+              ansible.builtin.copy:
+                content: "{{{{ yolo_server_chart_values | to_json }}}}"
+                dest: {out_file}
+                mode: "0600"
+        """)
+    )
+    link = ROOT / ".collections" / "ansible_collections" / "ailab" / "platform"
+    if not link.exists():
+        pytest.fail(f"{link} is missing: run `make collection`")
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    inventory = str(ROOT / "inventories" / "lab")
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out_file.read_text())
+
+
+def test_helm_lint_is_clean() -> None:
+    for flags in ([], ["--set", "gpu.enabled=true", "--set", "autoscaling.enabled=true"]):
+        out = subprocess.run(
+            [_helm(), "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, *flags],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout, out.stdout
+
+
+def test_defaults_run_on_cpu_behind_a_load_balancer(tmp_path: Path) -> None:
+    objs = by_kind(render(tmp_path))
+    assert set(objs) == {"ServiceAccount", "Service", "Deployment"}  # no Secret without values
+    svc = objs["Service"]
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert "metallb.io/loadBalancerIPs" not in svc["metadata"].get("annotations", {})
+
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    server = container(objs)
+    assert objs["Deployment"]["spec"]["replicas"] == 1
+    assert objs["Deployment"]["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "runtimeClassName" not in pod
+    assert "nvidia.com/gpu" not in server["resources"].get("limits", {})
+    assert "nodeSelector" not in pod
+    assert env_of(server)["AILAB_SERVE_DEVICE"] == "cpu"
+    assert env_of(server)["AILAB_SERVE_PORT"] == "8000"
+    assert server["image"] == "ailab/yolo-server:0.1.0"  # appVersion
+    assert server["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]
+
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert server["securityContext"]["allowPrivilegeEscalation"] is False
+    assert server["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # writable under the read-only root filesystem
+    assert server["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+
+
+def test_role_values_with_gpu_pinned_ip_and_model_store(tmp_path: Path) -> None:
+    values = role_values(
+        tmp_path,
+        {
+            "yolo_server_gpu_enabled": True,
+            "yolo_server_gpu_count": 2,
+            "yolo_server_loadbalancer_ip": "192.168.1.241",
+            "yolo_server_image_registry": "registry.lab.local:5000",
+            "yolo_server_s3_endpoint": "http://minio.ailab-platform.svc:9000",
+            "yolo_server_s3_bucket": "ailab",
+            "yolo_server_s3_access_key": "access",
+            "yolo_server_s3_secret_key": "secret",
+            "yolo_server_mlflow_uri": "http://mlflow.ailab-platform.svc:5000",
+            "yolo_server_values": {"metrics": {"serviceMonitor": {"enabled": True}}},
+        },
+    )
+    objs = by_kind(render(tmp_path, values))
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    server = container(objs)
+
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert server["resources"]["limits"]["memory"] == "4Gi"
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert objs["Deployment"]["spec"]["strategy"]["type"] == "Recreate"  # one GPU cannot surge
+    assert server["image"] == "registry.lab.local:5000/ailab/yolo-server:0.1.0"
+
+    annotations = objs["Service"]["metadata"]["annotations"]
+    assert annotations["metallb.io/loadBalancerIPs"] == "192.168.1.241"
+
+    env = env_of(server)
+    assert env["AILAB_SERVE_DEVICE"] == "cuda"
+    assert env["AILAB_SERVE_S3_ENDPOINT"] == "http://minio.ailab-platform.svc:9000"
+    assert env["AILAB_SERVE_S3_BUCKET"] == "ailab"
+    assert env["AILAB_SERVE_S3_PREFIX"] == "models/"
+    assert env["AILAB_SERVE_S3_REGION"] == "us-east-1"
+    assert env["AILAB_SERVE_MLFLOW_URI"] == "http://mlflow.ailab-platform.svc:5000"
+    assert env["AILAB_SERVE_MODEL_DIR"] == "/models"
+    secret = objs["Secret"]
+    name = secret["metadata"]["name"]
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": name, "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == name
+    assert "AILAB_SERVE_API_KEY" not in env  # no API key asked for
+    assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert all(e.get("value") != "secret" for e in server["env"])  # keys never as plain env
+
+    monitor = objs["ServiceMonitor"]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    assert monitor["spec"]["selector"]["matchLabels"] == objs["Service"]["spec"]["selector"]
+
+
+def test_role_values_without_gpu_or_secrets(tmp_path: Path) -> None:
+    # yolo_server_gpu_enabled unset and no nodes to look at: the values step alone means CPU.
+    objs = by_kind(render(tmp_path, role_values(tmp_path, {})))
+    assert "Secret" not in objs
+    server = container(objs)
+    assert "nvidia.com/gpu" not in server["resources"]["limits"]
+    assert env_of(server)["AILAB_SERVE_DEVICE"] == "cpu"
+    assert "AILAB_SERVE_S3_ENDPOINT" not in env_of(server)  # empty settings are left out
+
+
+def test_existing_secret_is_referenced_not_created(tmp_path: Path) -> None:
+    objs = by_kind(render(tmp_path, {"secret": {"existingSecret": "model-store"}}))
+    assert "Secret" not in objs
+    env = env_of(container(objs))
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AILAB_SERVE_API_KEY"):
+        assert env[key] == {"secretKeyRef": {"name": "model-store", "key": key, "optional": True}}
+
+
+def test_api_key_and_autoscaling(tmp_path: Path) -> None:
+    values = {
+        "secret": {"apiKey": "k" * 40},
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+        "modelStore": {"existingClaim": "models"},
+    }
+    objs = by_kind(render(tmp_path, values))
+    assert "replicas" not in objs["Deployment"]["spec"]  # the HPA owns the count
+    hpa = objs["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == objs["Deployment"]["metadata"]["name"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    assert env_of(container(objs))["AILAB_SERVE_API_KEY"]["secretKeyRef"]["key"] == "AILAB_SERVE_API_KEY"
+    volumes = {v["name"]: v for v in objs["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"] == {"name": "models", "persistentVolumeClaim": {"claimName": "models"}}
+    # A new key rolls the pods.
+    other = by_kind(render(tmp_path, {**values, "secret": {"apiKey": "j" * 40}}))
+    annotation = "checksum/secret"
+    assert (
+        objs["Deployment"]["spec"]["template"]["metadata"]["annotations"][annotation]
+        != other["Deployment"]["spec"]["template"]["metadata"]["annotations"][annotation]
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--set", "gpu.count=0"], ["gpu", "count"]),
+        (["--set", "service.loadBalancerIP=192.168.1"], ["loadBalancerIP"]),
+        (["--set", "server.device=gpu"], ["device"]),
+        (["--set", "gpu.enabeld=true"], ["enabeld"]),
+        (["--set", "service.type=Ingress"], ["type"]),
+        (["--set-string", "server.port=http"], ["port"]),
+    ],
+)
+def test_bad_values_fail_with_the_key(flags: list[str], words: list[str]) -> None:
+    out = subprocess.run(
+        [_helm(), "template", "yolo", str(CHART), "--kube-version", KUBE_VERSION, *flags],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert out.returncode != 0, out.stdout
+    assert "schema" in out.stderr, out.stderr
+    for word in words:
+        assert word in out.stderr, out.stderr
