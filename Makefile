@@ -24,7 +24,6 @@ help: ## List the targets
 
 $(BIN)/activate: requirements/dev.txt serving/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip==25.3
 	$(BIN)/pip install -r requirements/dev.txt
 	touch $@
 
