@@ -1,0 +1,209 @@
+"""Inference engines: a YOLO network behind one ``forward(batch) -> raw predictions`` call.
+
+Two kinds: torch (``.pt``, CPU or CUDA, FP16 on CUDA) and ONNX Runtime (``.onnx``, CPU). Both return
+the raw head output ``(N, 4 + classes [+ extra], anchors)``; NMS and box mapping are shared, so the
+two give the same detections within float tolerance.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import logging
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+# Tasks whose head starts with 4 box + N class channels; segment/pose are served as boxes only.
+BOX_TASKS = {"detect", "segment", "pose"}
+
+
+class UnsupportedModelError(ValueError):
+    """The file is a model we cannot serve (classification, OBB, not YOLO)."""
+
+
+@dataclass
+class ModelInfo:
+    task: str
+    names: dict[int, str]
+    stride: int
+    imgsz: int
+    dynamic: bool  # accepts any input shape and batch size
+    end2end: bool  # head already does NMS (YOLOv10/YOLO26 style)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    info: ModelInfo
+    format: str
+
+    def forward(self, batch: np.ndarray, replica: int) -> torch.Tensor: ...
+
+    def memory_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _check_task(task: str, path: Path) -> None:
+    if task not in BOX_TASKS:
+        raise UnsupportedModelError(f"{path.name}: task {task!r} is not served (detect, segment, pose are)")
+
+
+def _imgsz(value: object, default: int) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple) and value:
+        return int(max(value))
+    return default
+
+
+class TorchEngine:
+    """An ultralytics ``.pt`` network, one deep copy per worker thread.
+
+    The Detect head caches anchors for the last input shape in the module itself, so two threads
+    sharing one module race; a small YOLO is a few MB, so each worker gets its own replica.
+    """
+
+    format = "pt"
+
+    def __init__(self, path: Path, *, device: str, half: bool, replicas: int, default_imgsz: int) -> None:
+        from ultralytics import YOLO  # noqa: PLC0415  (heavy import, done when a model loads)
+
+        yolo = YOLO(str(path), task=None)
+        _check_task(yolo.task, path)
+        net = yolo.model
+        if not isinstance(net, torch.nn.Module):
+            raise UnsupportedModelError(f"{path.name}: not a PyTorch YOLO model")
+        net = net.fuse() if hasattr(net, "fuse") else net
+        net = net.to(device).eval()
+        if half:
+            net = net.half()
+        for param in net.parameters():
+            param.requires_grad_(False)
+        head = net.model[-1] if hasattr(net, "model") else None
+        self.info = ModelInfo(
+            task=yolo.task,
+            names={int(k): str(v) for k, v in dict(net.names).items()},
+            stride=int(max(int(net.stride.max()), 32)),
+            imgsz=_imgsz(yolo.overrides.get("imgsz") or getattr(net, "args", {}).get("imgsz"), default_imgsz),
+            dynamic=True,
+            end2end=bool(getattr(head, "end2end", False)),
+        )
+        self._device = torch.device(device)
+        self._half = half
+        self._replicas = [net] + [copy.deepcopy(net) for _ in range(replicas - 1)]
+
+    def forward(self, batch: np.ndarray, replica: int) -> torch.Tensor:
+        tensor = torch.from_numpy(batch).to(self._device, non_blocking=True)
+        if self._half:
+            tensor = tensor.half()
+        with torch.inference_mode():
+            out = self._replicas[replica % len(self._replicas)](tensor)
+        out = out[0] if isinstance(out, list | tuple) else out
+        return out.float()
+
+    def memory_bytes(self) -> int:
+        net = self._replicas[0]
+        return sum(p.numel() * p.element_size() for p in net.parameters()) * len(self._replicas)
+
+    def close(self) -> None:
+        self._replicas.clear()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class OnnxEngine:
+    """An ONNX export run by ONNX Runtime on CPU; one session serves all workers concurrently.
+
+    ``InferenceSession.run`` is documented thread-safe, so workers share it; each run uses
+    ``threads`` intra-op threads (1 per worker by default, so N workers fill N cores).
+    """
+
+    format = "onnx"
+
+    def __init__(self, path: Path, *, threads: int, default_imgsz: int) -> None:
+        import onnxruntime as ort  # noqa: PLC0415  (optional dependency, only needed with this engine)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own untyped errors for bad files
+            raise UnsupportedModelError(f"{path.name}: ONNX Runtime cannot load it: {exc}") from exc
+        meta = self._session.get_modelmeta().custom_metadata_map
+        task = meta.get("task", "detect")
+        _check_task(task, path)
+        names_raw = meta.get("names")
+        names = ast.literal_eval(names_raw) if names_raw else {}
+        model_input = self._session.get_inputs()[0]
+        self._input_name = model_input.name
+        dims = model_input.shape
+        dynamic = not all(isinstance(d, int) for d in dims)
+        imgsz = _imgsz(ast.literal_eval(meta["imgsz"]) if "imgsz" in meta else None, default_imgsz)
+        if not names:
+            classes = int(self._session.get_outputs()[0].shape[1]) - 4
+            names = {i: str(i) for i in range(classes)}
+        self.info = ModelInfo(
+            task=task,
+            names={int(k): str(v) for k, v in names.items()},
+            stride=int(meta.get("stride", 32)),
+            imgsz=imgsz if dynamic else int(dims[2]),
+            dynamic=dynamic,
+            end2end=meta.get("end2end", "False") == "True",
+        )
+        self._path = path
+
+    def forward(self, batch: np.ndarray, replica: int) -> torch.Tensor:
+        (out, *_rest) = self._session.run(None, {self._input_name: batch})
+        return torch.from_numpy(out)
+
+    def memory_bytes(self) -> int:
+        return self._path.stat().st_size
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
+
+
+_export_lock = threading.Lock()
+
+
+def export_onnx(pt_path: Path, cache_dir: Path, imgsz: int) -> Path:
+    """Export a ``.pt`` to a dynamic-shape ONNX file once, cached by file identity.
+
+    The export is done on a copy in the cache, never next to the source (a read-only volume in a pod).
+    """
+    stat = pt_path.stat()
+    key = f"{pt_path.stem}-{stat.st_size}-{int(stat.st_mtime)}-{imgsz}"
+    target_dir = cache_dir / "onnx" / key
+    target = target_dir / f"{pt_path.stem}.onnx"
+    if target.exists():
+        return target
+    with _export_lock:
+        if target.exists():
+            return target
+        from ultralytics import YOLO  # noqa: PLC0415  (heavy import, done when a model loads)
+
+        target_dir.mkdir(parents=True, exist_ok=True)
+        work = target_dir / f"{pt_path.stem}.pt"
+        shutil.copyfile(pt_path, work)
+        threads = torch.get_num_threads()
+        try:
+            exported = YOLO(str(work)).export(
+                format="onnx", dynamic=True, simplify=False, imgsz=imgsz, device="cpu", verbose=False
+            )
+        finally:
+            # ultralytics' select_device resets torch's thread count; put ours back.
+            torch.set_num_threads(threads)
+            work.unlink(missing_ok=True)
+        log.info("exported ONNX", extra={"source": str(pt_path), "onnx": exported})
+        return Path(exported)
