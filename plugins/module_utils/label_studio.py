@@ -33,6 +33,10 @@ S3_COMPARED_FIELDS = ("bucket", "prefix", "regex_filter", "use_blob_urls", "s3_e
 S3_IMPORT_ONLY_FIELDS = ("presign", "presign_ttl", "recursive_scan")
 S3_EXPORT_ONLY_FIELDS = ("can_delete_objects",)
 
+# Collection endpoints (Django routes: the import list has a trailing slash, the export one none).
+STORAGE_LIST = {"source": "/api/storages/s3/", "target": "/api/storages/export/s3"}
+STORAGE_ITEM = {"source": "/api/storages/s3/%d", "target": "/api/storages/export/s3/%d"}
+
 
 class LabelStudioError(Exception):
     """A Label Studio call that failed; the message is meant for the user."""
@@ -309,36 +313,35 @@ def ensure_storage(
 
     Returns ``{"id", "changed", "created", "fields"}``.
     """
-    base = "/api/storages/s3" if kind == "source" else "/api/storages/export/s3"
     title = spec.get("title") or ("ailab-%s" % kind)
     payload = storage_payload(spec, kind, project_id, title)
     label = "the %s storage s3://%s/%s" % (kind, payload["bucket"], payload["prefix"])
     existing = [
         s
-        for s in client.request("GET", "%s?project=%d" % (base, project_id), what="storages") or []
+        for s in client.request("GET", "%s?project=%d" % (STORAGE_LIST[kind], project_id), what="storages")
+        or []
         if s.get("title") == title
     ]
     if not existing:
         if check_mode:
             return {"id": None, "changed": True, "created": True, "fields": sorted(payload)}
-        created = client.request("POST", base + "/", payload, what=label)
+        created = client.request("POST", STORAGE_LIST[kind], payload, what=label)
         return {"id": created["id"], "changed": True, "created": True, "fields": sorted(payload)}
     storage = existing[0]
     differences = storage_differences(storage, payload)
     if not differences:
         return {"id": storage["id"], "changed": False, "created": False, "fields": []}
     if not check_mode:
-        client.request("PATCH", "%s/%d" % (base, storage["id"]), payload, what=label)
+        client.request("PATCH", STORAGE_ITEM[kind] % storage["id"], payload, what=label)
     return {"id": storage["id"], "changed": True, "created": False, "fields": differences}
 
 
 def sync_storage(client: LabelStudioClient, storage_id: int, kind: str, wait_s: int = 300) -> dict:
     """Run a storage sync and wait (bounded) for it to finish; return the storage as stored."""
-    base = "/api/storages/s3" if kind == "source" else "/api/storages/export/s3"
-    client.request("POST", "%s/%d/sync" % (base, storage_id), what="the %s storage sync" % kind)
+    client.request("POST", (STORAGE_ITEM[kind] + "/sync") % storage_id, what="the %s storage sync" % kind)
     deadline = time.monotonic() + wait_s
     while True:
-        storage = client.request("GET", "%s/%d" % (base, storage_id), what="storage %d" % storage_id)
+        storage = client.request("GET", STORAGE_ITEM[kind] % storage_id, what="storage %d" % storage_id)
         status = storage.get("status")
         if status == "completed":
             return storage

@@ -20,6 +20,7 @@ import re
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
 BOX_RESULT_TYPES = ("rectanglelabels",)
 SPLITS = ("train", "val")
+UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 
 
 class DatasetError(ValueError):
@@ -157,7 +158,11 @@ def _safe_stem(stem: str) -> str:
 def source_basename(uri: str) -> str:
     """The file name of an image URI (``s3://b/k/a.jpg``, ``/data/upload/1/x-a.jpg``, ``https://..``)."""
     path = uri.split("?", 1)[0].split("#", 1)[0]
-    return posixpath.basename(path.rstrip("/")) or "image"
+    name = posixpath.basename(path.rstrip("/")) or "image"
+    if "/data/upload/" in path or path.startswith("upload/"):
+        # Label Studio prefixes uploads with 8 random hex digits: keep the user's own name.
+        name = UPLOAD_PREFIX.sub("", name) or name
+    return name
 
 
 def unique_file_stems(uris: list[str]) -> list[str]:

@@ -125,7 +125,7 @@ project_id:
   description: Id of the exported project.
   returned: always
   type: int
-dest:
+location:
   description: Where the dataset is (absolute folder or C(s3://) prefix).
   returned: always
   type: str
@@ -268,7 +268,7 @@ def main():
     module.exit_json(
         changed=outcome["changed"],
         project_id=project["id"],
-        dest=location,
+        location=location,
         data_yaml=(location.rstrip("/") + "/data.yaml") if to_s3 else str(Path(location, "data.yaml")),
         classes=classes,
         images=plan["counts"]["images"],

@@ -20,7 +20,7 @@ options:
     type: str
     required: true
   token:
-    description: API token of a Label Studio user (header C(Authorization: Token ...)).
+    description: "API token of a Label Studio user, sent as C(Authorization: Token <token>)."
     type: str
     required: true
   validate_certs:

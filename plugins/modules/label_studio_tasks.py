@@ -199,7 +199,7 @@ def main():
             image.get("s3_key") and not image.get("bucket") for image in params["images"]
         ):
             storages = (
-                client.request("GET", "/api/storages/s3?project=%d" % project["id"], what="storages") or []
+                client.request("GET", "/api/storages/s3/?project=%d" % project["id"], what="storages") or []
             )
             default_bucket = storages[0]["bucket"] if storages else None
         options = {

@@ -1,0 +1,71 @@
+"""Each module's DOCUMENTATION, EXAMPLES and RETURN parse, and the documented options are exactly
+the argument spec (names, types, defaults, choices, required, no_log of secrets)."""
+
+import importlib
+
+import pytest
+import yaml
+
+MODULES = [
+    "label_studio_project",
+    "label_studio_tasks",
+    "label_studio_export",
+    "mlflow_model",
+    "service_ready",
+]
+SECRET_WORDS = ("token", "secret", "password", "access_key")
+
+
+class Captured(Exception):
+    def __init__(self, kwargs):
+        super().__init__("captured")
+        self.kwargs = kwargs
+
+
+def argument_spec(module):
+    def capture(**kwargs):
+        raise Captured(kwargs)
+
+    original = module.AnsibleModule
+    module.AnsibleModule = capture
+    try:
+        module.main()
+    except Captured as caught:
+        return caught.kwargs["argument_spec"]
+    finally:
+        module.AnsibleModule = original
+    raise AssertionError("main() did not build an AnsibleModule")
+
+
+def compare(doc_options, spec, where):
+    assert sorted(doc_options) == sorted(spec), where
+    for name, option in spec.items():
+        doc = doc_options[name]
+        path = f"{where}.{name}"
+        assert doc.get("type", "str") == option.get("type", "str"), path
+        assert doc.get("default") == option.get("default"), path
+        assert bool(doc.get("required")) == bool(option.get("required")), path
+        assert doc.get("choices") == option.get("choices"), path
+        assert doc.get("elements") == option.get("elements"), path
+        assert doc.get("description"), path
+        if any(word in name for word in SECRET_WORDS) and name != "s3_key":
+            assert option.get("no_log") is True, f"{path} must be no_log"
+        if "options" in option:
+            compare(doc["suboptions"], option["options"], path)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documentation_matches_the_argument_spec(name):
+    module = importlib.import_module(f"ansible_collections.ailab.platform.plugins.modules.{name}")
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    assert doc["module"] == name
+    assert doc["short_description"] and doc["author"]
+    compare(doc["options"], argument_spec(module), name)
+    examples = yaml.safe_load(module.EXAMPLES)
+    assert examples and all(
+        f"ailab.platform.{name}" in task
+        for task in examples
+        if "name" in task and not task["name"].startswith("Show")
+    )
+    returned = yaml.safe_load(module.RETURN)
+    assert all("description" in value and "type" in value for value in returned.values())
