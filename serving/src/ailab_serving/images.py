@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -35,6 +36,18 @@ class Letterboxed:
         return self.array.shape[1], self.array.shape[2]
 
 
+def _pil_open(data: bytes) -> Image.Image:
+    """PIL's own ``Image.open``, not the one ultralytics patches in on import.
+
+    ultralytics replaces ``PIL.Image.open`` with a wrapper that, for any unidentified file, calls
+    ``check_requirements("pi-heif")`` (a pip install when auto-install is on). A server must not
+    install packages because a client uploaded garbage, so we call the original it keeps aside.
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) or Image.open
+    return opener(io.BytesIO(data))
+
+
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode an encoded image to BGR uint8, refusing what is not an image or too large.
 
@@ -44,18 +57,18 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise ImageError("empty image")
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with _pil_open(data) as probe:
             width, height = probe.size
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large: {exc}", 413) from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
         raise ImageError("not a decodable image (JPEG, PNG, BMP, WebP, TIFF...)", 415) from exc
     check_pixels(width, height, max_pixels)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if array is None:
         # Formats OpenCV lacks (GIF) or truncated files it refuses: let PIL have a go.
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with _pil_open(data) as img:
                 rgb = np.asarray(img.convert("RGB"))
         except (OSError, ValueError) as exc:
             raise ImageError(f"corrupt image: {exc}") from exc

@@ -191,7 +191,7 @@ class ModelStore:
         model = await asyncio.to_thread(self._load, version)
         self._loaded[model.key] = model
         self.known_info[model.key] = model.engine.info
-        self._evict()
+        self._evict(keep=model.key)
         return model
 
     def _load(self, version: ModelVersion) -> LoadedModel:
@@ -243,17 +243,18 @@ class ModelStore:
         except Exception as exc:
             raise ModelLoadError(f"cannot load {version.name} version {version.version}: {exc}") from exc
 
-    def _evict(self) -> None:
-        while len(self._loaded) > self.max_loaded and self._evict_one("lru"):
+    def _evict(self, keep: tuple[str, str]) -> None:
+        # ``keep`` is the model just loaded for a waiting request: it must survive its own load.
+        while len(self._loaded) > self.max_loaded and self._evict_one("lru", keep):
             pass
         if self.plan.device == "cuda" and torch.cuda.is_available():
             budget = torch.cuda.get_device_properties(0).total_memory * self.gpu_memory_fraction
-            while torch.cuda.memory_allocated() > budget and self._evict_one("gpu_memory"):
+            while torch.cuda.memory_allocated() > budget and self._evict_one("gpu_memory", keep):
                 pass
 
-    def _evict_one(self, reason: str) -> bool:
+    def _evict_one(self, reason: str, keep: tuple[str, str]) -> bool:
         for key, model in self._loaded.items():
-            if model.in_use == 0 and len(self._loaded) > 1:
+            if model.in_use == 0 and key != keep:
                 self.unload(key, reason)
                 return True
         return False

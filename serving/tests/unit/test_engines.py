@@ -1,0 +1,64 @@
+"""The two engines agree, and our pre/post-processing matches ultralytics' own predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ailab_serving.detection import PredictParams, run_nms, to_detections
+from ailab_serving.engines import OnnxEngine, TorchEngine, UnsupportedModelError, export_onnx
+from ailab_serving.images import letterbox, network_shape
+from serving_testlib import make_plain_model, shapes_image
+from ultralytics import YOLO
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_plain_model(tmp_path_factory.mktemp("plain") / "plain.pt", seed=5)
+
+
+def test_torch_and_onnx_runtime_agree(model_repo: Path) -> None:
+    torch_engine = TorchEngine(
+        model_repo / "circles.pt", device="cpu", half=False, replicas=2, default_imgsz=320
+    )
+    onnx_engine = OnnxEngine(model_repo / "shapes.onnx", threads=1, default_imgsz=320)
+    assert torch_engine.info.names == onnx_engine.info.names == {0: "circle", 1: "square"}
+    assert onnx_engine.info.dynamic and onnx_engine.info.imgsz == 320
+    lb = letterbox(shapes_image(400, 300), network_shape((300, 400), 320, 32, rect=True))
+    batch = lb.array[None]
+    a, b = torch_engine.forward(batch, 0), onnx_engine.forward(batch, 0)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=2e-2)
+    # The replica of worker 1 gives the same answer as worker 0's.
+    np.testing.assert_allclose(torch_engine.forward(batch, 1).numpy(), a.numpy(), atol=1e-5)
+
+
+def test_pipeline_matches_ultralytics_predict(plain_model: Path, tmp_path: Path) -> None:
+    image = shapes_image(500, 375, seed=3)
+    params = PredictParams(conf=1e-6, iou=0.7, imgsz=320, max_det=50)
+    theirs = YOLO(str(plain_model))(
+        image, imgsz=320, conf=params.conf, iou=params.iou, max_det=50, verbose=False
+    )[0]
+    for engine in (
+        TorchEngine(plain_model, device="cpu", half=False, replicas=1, default_imgsz=320),
+        OnnxEngine(export_onnx(plain_model, tmp_path, 320), threads=1, default_imgsz=320),
+    ):
+        lb = letterbox(image, network_shape(image.shape[:2], 320, engine.info.stride, rect=True))
+        (rows,) = run_nms(engine.forward(lb.array[None], 0), params, 80, end2end=False)
+        ours = to_detections(rows, lb, engine.info.names)
+        assert len(ours) == len(theirs.boxes) > 0, engine.format
+        top = min(10, len(ours))
+        np.testing.assert_allclose(
+            [d["score"] for d in ours[:top]], theirs.boxes.conf[:top].numpy(), atol=2e-3
+        )
+        np.testing.assert_allclose([d["box"] for d in ours[:top]], theirs.boxes.xyxy[:top].numpy(), atol=1.5)
+    torch.set_num_threads(1)
+
+
+def test_not_a_model_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not onnx")
+    with pytest.raises(UnsupportedModelError):
+        OnnxEngine(bogus, threads=1, default_imgsz=320)
