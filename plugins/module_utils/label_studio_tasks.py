@@ -174,14 +174,14 @@ def import_tasks(
     predictions_added = 0
     annotations_added = 0
     task_ids = []
-    skipped = 0
+    already_there = 0
     for identity, image, content, digest, result, score in planned:
         task = existing.get(identity)
         if task is None:
             new_sources.append(image.get("path") or image.get("uri"))
             new_tasks.append((image, content, digest, result, score))
             continue
-        skipped += 1
+        already_there += 1
         task_ids.append(task["id"])
         if result is None:
             continue
@@ -255,7 +255,7 @@ def import_tasks(
     return {
         "changed": changed,
         "imported": len(payload),
-        "skipped": skipped,
+        "existing": already_there,
         "predictions_added": predictions_added,
         "annotations_added": annotations_added,
         "task_ids": task_ids,

@@ -124,8 +124,8 @@ imported:
   returned: always
   type: int
   sample: 10
-skipped:
-  description: Images that already had a task.
+existing:
+  description: Images that already had a task (not imported again).
   returned: always
   type: int
   sample: 0

@@ -152,11 +152,11 @@ def test_images_are_imported_with_annotations_once(playbook, label_studio, data)
     )
     assert check["changed"] and check["imported"] == len(LOCAL_NAMES)
     # The S3 images already have tasks from the storage sync: they get annotations, not new tasks.
-    assert first["imported"] == len(LOCAL_NAMES) and first["skipped"] == len(S3_KEYS)
+    assert first["imported"] == len(LOCAL_NAMES) and first["existing"] == len(S3_KEYS)
     assert first["annotations_added"] == len(LOCAL_NAMES) + len(S3_KEYS)
     assert len(set(first["task_ids"])) == 10
     assert second["changed"] is False
-    assert (second["imported"], second["skipped"], second["annotations_added"]) == (0, 10, 0)
+    assert (second["imported"], second["existing"], second["annotations_added"]) == (0, 10, 0)
     assert sorted(second["task_ids"]) == sorted(first["task_ids"])
 
 
