@@ -30,6 +30,15 @@ $(BIN)/activate: requirements/dev.txt serving/pyproject.toml
 .PHONY: venv
 venv: $(BIN)/activate ## Create .venv with the pinned Python requirements
 
+LS_VENV ?= .venv-labelstudio
+$(LS_VENV)/bin/label-studio: requirements/labelstudio.txt
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -r requirements/labelstudio.txt
+	touch $@
+
+.PHONY: labelstudio-venv
+labelstudio-venv: $(LS_VENV)/bin/label-studio ## Create .venv-labelstudio (Label Studio's pins clash with .venv)
+
 .PHONY: collection
 collection: ## Link this checkout as .collections/ansible_collections/ailab/platform
 	@mkdir -p .collections/ansible_collections/ailab
@@ -70,7 +79,7 @@ kube-build: ## Build the test control plane (kube-apiserver, etcd, kwok, helm) f
 	tests/kube/build.sh
 
 .PHONY: integration
-integration: venv collection kube-build ## Integration tests against real local services
+integration: venv labelstudio-venv collection kube-build ## Integration tests against real local services
 	$(BIN)/pytest tests/integration serving/tests/integration $(PYTEST_ARGS)
 
 .PHONY: clean
