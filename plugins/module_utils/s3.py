@@ -34,7 +34,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
     if not url.startswith("s3://"):
         raise S3Error("not an s3:// URL: %r" % (url,))
-    bucket, _, key = url[len("s3://") :].partition("/")
+    bucket, _sep, key = url[len("s3://") :].partition("/")
     if not bucket:
         raise S3Error("s3 URL has no bucket: %r" % (url,))
     return bucket, key

@@ -262,7 +262,7 @@ def build_export_plan(
         if not isinstance(uri, str) or not uri:
             raise DatasetError("task %s has no image URL under data.%s" % (task.get("id"), image_key))
         labelled.append((task, uri, boxes))
-    stems = unique_file_stems([uri for _, uri, _ in labelled])
+    stems = unique_file_stems([entry[1] for entry in labelled])
     splits = assign_splits(stems, val_fraction, seed)
     items = []
     per_class = {name: 0 for name in classes}
