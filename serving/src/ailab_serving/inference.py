@@ -131,10 +131,15 @@ class InferenceService:
         """Infer every image; the results keep the order of ``images``."""
         if deadline is None:
             deadline = time.monotonic() + self.settings.request_timeout_s
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._one(model, image, params, keep_images, deadline)) for image in images
-            ]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._one(model, image, params, keep_images, deadline))
+                    for image in images
+                ]
+        except ExceptionGroup as failed:
+            # One bad image fails the request (the others are cancelled); answer with its error.
+            raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
 
     async def _one(
