@@ -63,8 +63,9 @@ def serve(settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
-        # Our own limits and queues decide what is accepted; uvicorn's bound is a last resort.
-        limit_concurrency=settings.max_inflight_requests * 2,
+        # Our own admission (JSON errors with Retry-After) decides what is accepted; uvicorn's bound is
+        # a last resort against connection floods, set well above it so probes still get through.
+        limit_concurrency=settings.max_inflight_requests * 4 + 32,
     )
     return 0
 
