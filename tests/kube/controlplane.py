@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -85,6 +86,9 @@ class NodeSpec:
     taints: Sequence[Mapping[str, str]] = ()
     capacity: Mapping[str, str] = field(default_factory=dict)
     control_plane: bool = False
+    # What the node's kubelet reports; empty: "<API server version>+k3s1", as a k3s node of the
+    # same release would (ControlPlane.add_node fills it in).
+    kubelet_version: str = ""
 
     def manifest(self) -> dict[str, Any]:
         """Return the Node object, labelled as k3s labels its nodes."""
@@ -110,7 +114,15 @@ class NodeSpec:
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
             },
             "spec": {"taints": [dict(t) for t in self.taints]} if self.taints else {},
-            "status": {"capacity": capacity, "allocatable": capacity, "phase": "Pending"},
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "phase": "Pending",
+                "nodeInfo": {
+                    "kubeletVersion": self.kubelet_version,
+                    "osImage": "Debian GNU/Linux 12 (bookworm)",
+                },
+            },
         }
 
 
@@ -539,7 +551,6 @@ class ControlPlane:
         self.start_timeout = start_timeout
         self._processes: list[_Process] = []
         self._standins: list[StandIn] = []
-        self.nodes: list[str] = []
         self.server = ""
         self.kubeconfig = ""
         self.api: Api | None = None
@@ -603,7 +614,7 @@ class ControlPlane:
         )
         for spec in self._initial_nodes:
             self.add_node(spec, wait=False)
-        self.wait_nodes_ready(self.nodes)
+        self.wait_nodes_ready(spec.name for spec in self._initial_nodes)
 
     def stop(self) -> None:
         """Stop the stand-ins and every process group (SIGTERM, then SIGKILL); remove the workdir."""
@@ -626,11 +637,17 @@ class ControlPlane:
 
     # -- nodes --------------------------------------------------------------------------------
 
+    @property
+    def nodes(self) -> list[str]:
+        """Names of the Node objects the API holds now (a playbook may have deleted some)."""
+        return [n["metadata"]["name"] for n in self._require_api().get("/api/v1/nodes")["items"]]
+
     def add_node(self, spec: NodeSpec, *, wait: bool = True, timeout: float = 60) -> None:
         """Register a fake node (kwok makes it Ready); wait for Ready unless ``wait`` is false."""
         api = self._require_api()
+        if not spec.kubelet_version:
+            spec = dataclasses.replace(spec, kubelet_version=f"{api.get('/version')['gitVersion']}+k3s1")
         api.create("/api/v1/nodes", spec.manifest())
-        self.nodes.append(spec.name)
         if wait:
             self.wait_nodes_ready([spec.name], timeout)
 
@@ -639,8 +656,6 @@ class ControlPlane:
         api = self._require_api()
         api.delete(f"/api/v1/nodes/{name}")
         wait_for(f"node {name} to be deleted", lambda: not api.exists(f"/api/v1/nodes/{name}"), timeout)
-        if name in self.nodes:
-            self.nodes.remove(name)
 
     def wait_nodes_ready(self, names: Iterable[str], timeout: float = 60) -> None:
         api = self._require_api()

@@ -55,7 +55,8 @@ class KubeCluster:
 
     @property
     def nodes(self) -> list[str]:
-        return list(self.control_plane.nodes)
+        """Names of the nodes the API holds now."""
+        return self.control_plane.nodes
 
     @property
     def bin_dir(self) -> Path:

@@ -68,8 +68,9 @@ def test_install_creates_metallb_and_the_pool(
     controller = apps.read_namespaced_deployment("metallb-controller", NAMESPACE)
     assert controller.status.available_replicas == 1
     speaker = apps.read_namespaced_daemon_set("metallb-speaker", NAMESPACE)
-    # One speaker per node: kwok runs them on lab-server, lab-cpu-1 and lab-gpu-1.
-    assert speaker.status.number_ready == len(kube_cluster.nodes) == 3
+    # One speaker per node: kwok runs them on lab-server, lab-cpu-1 and lab-gpu-1 (and any node
+    # another test added to the shared control plane).
+    assert speaker.status.number_ready == speaker.status.desired_number_scheduled >= 3
     # L2 only: no FRR container in the speaker, no frr-k8s subchart.
     assert [c.name for c in speaker.spec.template.spec.containers] == ["speaker"]
     assert not apps.list_namespaced_daemon_set(
@@ -107,7 +108,7 @@ def test_loadbalancer_service_gets_an_address_of_the_pool(
         deadline = time.monotonic() + 30
         ingress = None
         while time.monotonic() < deadline and not ingress:
-            ingress = core.read_namespaced_service("default", "lb-probe").status.load_balancer.ingress
+            ingress = core.read_namespaced_service("lb-probe", "default").status.load_balancer.ingress
             time.sleep(0.5)
         assert ingress, "no address after 30 s"
         first, last = (ipaddress.ip_address(a) for a in kube_cluster.loadbalancer_range.split("-"))
