@@ -73,7 +73,7 @@ def wait_for_status(
         elapsed = clock() - start
         if elapsed + interval > timeout:
             raise NotReadyError(
-                "%s did not answer %s within %d s (%d attempts); last error: %s"
+                "%s did not answer %s within %g s (%d attempts); last error: %s"
                 % (url, "/".join(str(s) for s in statuses), timeout, attempts, last_error)
             )
         sleep(interval)

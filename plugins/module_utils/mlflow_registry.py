@@ -11,30 +11,27 @@ twice gives one version.
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import time
-import traceback
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode, urlparse
 
+from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.urls import open_url
-
-try:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    HAS_MLFLOW = True
-    MLFLOW_IMPORT_ERROR = None
-except ImportError:
-    HAS_MLFLOW = False
-    MLFLOW_IMPORT_ERROR = traceback.format_exc()
-
-    class MlflowException(Exception):  # type: ignore[no-redef]  # a stand-in so except clauses compile
-        pass
-
 
 SOURCE_TAG = "ailab.source"
 SHA_TAG = "ailab.sha256"
+
+
+class MlflowApiError(Exception):
+    """An error answer of the MLflow REST API."""
+
+    def __init__(self, error_code: str, message: str):
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
 
 
 class RegistryError(Exception):
@@ -64,15 +61,191 @@ def check_server(tracking_uri: str, timeout: int = 10, validate_certs: bool = Tr
         raise RegistryError("Cannot reach MLflow at %s: %s" % (tracking_uri, exc)) from None
 
 
-def make_client(tracking_uri: str, timeout: int = 60):
-    # Bounded: the client's default is 7 retries with backoff, minutes before an error shows.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout))
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+def _version(raw: dict) -> SimpleNamespace:
+    return SimpleNamespace(
+        version=str(raw.get("version")),
+        source=raw.get("source"),
+        run_id=raw.get("run_id"),
+        status=raw.get("status"),
+        status_message=raw.get("status_message"),
+        tags={tag["key"]: tag.get("value") for tag in raw.get("tags") or []},
+        aliases=list(raw.get("aliases") or []),
+    )
+
+
+class MlflowRest:
+    """The few MLflow REST 2.0 calls the module needs, through ansible's ``open_url``.
+
+    Plain HTTP rather than the mlflow client: importing mlflow takes seconds and pulls in a large
+    dependency tree on the host, for a handful of JSON calls. The client is only needed to upload
+    a file to a server that does not proxy artifacts (see ``log_artifact``).
+    """
+
+    def __init__(self, tracking_uri: str, timeout: int = 60, validate_certs: bool = True):
+        self.uri = tracking_uri.rstrip("/")
+        self.timeout = timeout
+        self.validate_certs = validate_certs
+
+    def _call(self, method: str, path: str, body=None, *, query=None, data=None, content_type=None):
+        url = self.uri + path + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            content_type = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            response = open_url(
+                url,
+                data=data,
+                headers=headers,
+                method=method,
+                timeout=self.timeout,
+                validate_certs=self.validate_certs,
+            )
+            raw = response.read()
+        except HTTPError as exc:
+            try:
+                payload = json.loads(exc.read() or b"{}")
+            except ValueError:
+                payload = {}
+            raise MlflowApiError(
+                payload.get("error_code") or "HTTP_%d" % exc.code,
+                payload.get("message") or "HTTP %d from %s %s" % (exc.code, method, path),
+            ) from None
+        except URLError as exc:
+            raise RegistryError("Cannot reach MLflow at %s: %s" % (self.uri, exc.reason)) from None
+        except OSError as exc:
+            raise RegistryError("Cannot reach MLflow at %s: %s" % (self.uri, exc)) from None
+        return json.loads(raw) if raw else {}
+
+    def get_registered_model(self, name):
+        return self._call("GET", "/api/2.0/mlflow/registered-models/get", query={"name": name})
+
+    def create_registered_model(self, name):
+        return self._call("POST", "/api/2.0/mlflow/registered-models/create", {"name": name})
+
+    def search_model_versions(self, name):
+        versions = []
+        token = None
+        while True:
+            query = {"filter": "name='%s'" % name.replace("'", "\\'"), "max_results": 200}
+            if token:
+                query["page_token"] = token
+            answer = self._call("GET", "/api/2.0/mlflow/model-versions/search", query=query)
+            versions.extend(_version(v) for v in answer.get("model_versions") or [])
+            token = answer.get("next_page_token")
+            if not token:
+                return versions
+
+    def get_model_version(self, name, version):
+        answer = self._call(
+            "GET", "/api/2.0/mlflow/model-versions/get", query={"name": name, "version": version}
+        )
+        return _version(answer["model_version"])
+
+    def create_model_version(self, name, source, run_id=None, tags=None, description=None):
+        body = {
+            "name": name,
+            "source": source,
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        }
+        if run_id:
+            body["run_id"] = run_id
+        if description:
+            body["description"] = description
+        return _version(self._call("POST", "/api/2.0/mlflow/model-versions/create", body)["model_version"])
+
+    def set_model_version_tag(self, name, version, key, value):
+        self._call(
+            "POST",
+            "/api/2.0/mlflow/model-versions/set-tag",
+            {"name": name, "version": str(version), "key": key, "value": value},
+        )
+
+    def get_model_version_by_alias(self, name, alias):
+        answer = self._call(
+            "GET", "/api/2.0/mlflow/registered-models/alias", query={"name": name, "alias": alias}
+        )
+        return _version(answer["model_version"])
+
+    def set_registered_model_alias(self, name, alias, version):
+        self._call(
+            "POST",
+            "/api/2.0/mlflow/registered-models/alias",
+            {"name": name, "alias": alias, "version": str(version)},
+        )
+
+    def delete_model_version(self, name, version):
+        self._call("DELETE", "/api/2.0/mlflow/model-versions/delete", {"name": name, "version": str(version)})
+
+    def get_experiment_by_name(self, name):
+        try:
+            answer = self._call(
+                "GET", "/api/2.0/mlflow/experiments/get-by-name", query={"experiment_name": name}
+            )
+        except MlflowApiError as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return SimpleNamespace(experiment_id=answer["experiment"]["experiment_id"])
+
+    def create_experiment(self, name):
+        return self._call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"]
+
+    def create_run(self, experiment_id, tags=None):
+        body = {
+            "experiment_id": experiment_id,
+            "start_time": int(time.time() * 1000),
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        }
+        info = self._call("POST", "/api/2.0/mlflow/runs/create", body)["run"]["info"]
+        return SimpleNamespace(
+            info=SimpleNamespace(run_id=info["run_id"], artifact_uri=info.get("artifact_uri", ""))
+        )
+
+    def log_artifact(self, run, local_file, artifact_path):
+        """Upload one file into the run's artifacts.
+
+        A server with proxied artifacts (``--serve-artifacts``, the lab's setup) takes it over HTTP;
+        for any other artifact store the mlflow client writes it there itself.
+        """
+        artifact_uri = run.info.artifact_uri
+        name = Path(local_file).name
+        if artifact_uri.startswith("mlflow-artifacts:"):
+            root = urlparse(artifact_uri).path.strip("/")
+            path = "/".join(p for p in (root, artifact_path.strip("/"), name) if p)
+            self._call(
+                "PUT",
+                "/api/2.0/mlflow-artifacts/artifacts/" + quote(path),
+                data=Path(local_file).read_bytes(),
+                content_type="application/octet-stream",
+            )
+            return
+        try:
+            # Imported here only: mlflow is optional and slow to import.
+            from mlflow.tracking import MlflowClient  # noqa: PLC0415
+        except ImportError:
+            raise RegistryError(
+                "MLflow at %s stores artifacts at %s, which only the mlflow client can write: %s"
+                % (self.uri, artifact_uri, missing_required_lib("mlflow-skinny"))
+            ) from None
+        MlflowClient(tracking_uri=self.uri).log_artifact(run.info.run_id, local_file, artifact_path)
+
+    def set_terminated(self, run_id, status):
+        self._call(
+            "POST",
+            "/api/2.0/mlflow/runs/update",
+            {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)},
+        )
+
+
+def make_client(tracking_uri: str, timeout: int = 60, validate_certs: bool = True) -> MlflowRest:
+    return MlflowRest(tracking_uri, timeout, validate_certs)
 
 
 def _versions(client, name: str) -> list:
-    return list(client.search_model_versions("name='%s'" % name.replace("'", "\\'")))
+    return client.search_model_versions(name)
 
 
 def _find_version(versions: list, source: str | None, sha: str | None):
@@ -107,7 +280,7 @@ def _upload_run(client, experiment: str, model_file: str, artifact_path: str, sh
         experiment_id, tags={"mlflow.runName": "upload-%s" % Path(model_file).name, SHA_TAG: sha}
     )
     try:
-        client.log_artifact(run.info.run_id, model_file, artifact_path)
+        client.log_artifact(run, model_file, artifact_path)
     except Exception:
         client.set_terminated(run.info.run_id, "FAILED")
         raise
@@ -121,7 +294,7 @@ def ensure_model_version(client, params: dict, check_mode: bool) -> dict:
     result = {"changed": False, "actions": [], "name": name, "version": None, "source": None, "run_id": None}
     try:
         return _ensure(client, params, check_mode, name, result)
-    except MlflowException as exc:
+    except MlflowApiError as exc:
         raise RegistryError("MLflow rejected the request for model %r: %s" % (name, exc.message)) from None
 
 
@@ -129,7 +302,7 @@ def _ensure(client, params: dict, check_mode: bool, name: str, result: dict) -> 
     try:
         client.get_registered_model(name)
         model_exists = True
-    except MlflowException as exc:
+    except MlflowApiError as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         model_exists = False
@@ -205,7 +378,7 @@ def _ensure(client, params: dict, check_mode: bool, name: str, result: dict) -> 
         previous = None
         try:
             previous = client.get_model_version_by_alias(name, alias).version if model_exists else None
-        except MlflowException as exc:
+        except MlflowApiError as exc:
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
         result["previous_alias_version"] = None if previous is None else str(previous)

@@ -63,7 +63,7 @@ options:
     type: int
     default: 60
   validate_certs:
-    description: Verify the TLS certificate of O(tracking_uri) in the reachability check.
+    description: Verify the TLS certificate of O(tracking_uri).
     type: bool
     default: true
   s3:
@@ -86,7 +86,9 @@ options:
         type: str
         default: us-east-1
 requirements:
-  - mlflow-skinny or mlflow (3.x) on the host that runs the module.
+  - None with a tracking server that proxies artifacts (C(--serve-artifacts), the lab's setup); the
+    module talks to the REST API. To upload O(model_file) to a server that does not, mlflow-skinny
+    (or mlflow) on the host that runs the module.
 notes:
   - Supports check mode.
 """
@@ -164,10 +166,8 @@ actions:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ailab.platform.plugins.module_utils.mlflow_registry import (
-    HAS_MLFLOW,
-    MLFLOW_IMPORT_ERROR,
     RegistryError,
     check_server,
     ensure_model_version,
@@ -206,8 +206,6 @@ def main():
         required_one_of=[("source", "model_file", "version")],
         supports_check_mode=True,
     )
-    if not HAS_MLFLOW:
-        module.fail_json(msg=missing_required_lib("mlflow-skinny"), exception=MLFLOW_IMPORT_ERROR)
     params = module.params
     s3 = params["s3"] or {}
     for option, variable in (
@@ -220,7 +218,7 @@ def main():
             os.environ[variable] = s3[option]
     try:
         check_server(params["tracking_uri"], params["timeout"], params["validate_certs"])
-        client = make_client(params["tracking_uri"], params["timeout"])
+        client = make_client(params["tracking_uri"], params["timeout"], params["validate_certs"])
         result = ensure_model_version(client, params, module.check_mode)
     except RegistryError as exc:
         module.fail_json(msg=str(exc))

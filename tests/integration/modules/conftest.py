@@ -242,7 +242,12 @@ class Playbook:
             output = json.loads(proc.stdout)
         except ValueError:
             pytest.fail(f"ansible-playbook did not print JSON:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        return [task["hosts"]["localhost"] for task in output["plays"][0]["tasks"]]
+        tasks_out = output["plays"][0]["tasks"]
+        if os.environ.get("AILAB_TEST_TIMINGS"):
+            for task in tasks_out:
+                duration = task["task"]["duration"]
+                print("TIMING", task["task"]["name"], duration["start"], duration["end"])
+        return [task["hosts"]["localhost"] for task in tasks_out]
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,18 @@ def cases(label_studio, s3_server, closed_url, workdir):
     export = "ailab.platform.label_studio_export"
     mlflow = "ailab.platform.mlflow_model"
     return [
+        # Setup, expected to pass: a project with one annotated task.
+        (project, dict(ls, title="Bad inputs", classes=["cat"]), None),
+        (
+            tasks,
+            dict(
+                ls,
+                project="Bad inputs",
+                boxes_as="annotations",
+                images=[{"url": "http://127.0.0.1:1/a.png", "boxes": [[0, 0.5, 0.5, 0.2, 0.2]]}],
+            ),
+            None,
+        ),
         (
             project,
             dict(bad_token, title="Bad token", classes=["cat"]),
@@ -55,12 +67,12 @@ def cases(label_studio, s3_server, closed_url, workdir):
         ),
         (
             tasks,
-            dict(bad_token, project="Shapes integration", images=[{"s3_key": "a.png"}]),
+            dict(bad_token, project="Bad inputs", images=[{"s3_key": "a.png"}]),
             f"Label Studio rejected the token for {label_studio['url']}",
         ),
         (
             tasks,
-            dict(down, project="Shapes integration", images=[{"s3_key": "a.png"}]),
+            dict(down, project="Bad inputs", images=[{"s3_key": "a.png"}]),
             f"Cannot reach Label Studio at {closed_url}",
         ),
         (
@@ -70,26 +82,26 @@ def cases(label_studio, s3_server, closed_url, workdir):
         ),
         (
             tasks,
-            dict(ls, project="No bucket", images=[{"path": str(workdir / "missing.png")}]),
+            dict(ls, project="Bad inputs", images=[{"path": str(workdir / "missing.png")}]),
             "cannot read image",
         ),
         (
             tasks,
             dict(
                 ls,
-                project="No bucket",
+                project="Bad inputs",
                 images=[{"url": "http://x/a.png", "boxes": [[5, 0.5, 0.5, 0.1, 0.1]]}],
             ),
             "box class 5 is outside the 1 classes",
         ),
         (
             export,
-            dict(bad_token, project="No bucket", dest=str(workdir / "x")),
+            dict(bad_token, project="Bad inputs", dest=str(workdir / "x")),
             f"Label Studio rejected the token for {label_studio['url']}",
         ),
         (
             export,
-            dict(down, project="No bucket", dest=str(workdir / "x")),
+            dict(down, project="Bad inputs", dest=str(workdir / "x")),
             f"Cannot reach Label Studio at {closed_url}",
         ),
         (
@@ -99,17 +111,17 @@ def cases(label_studio, s3_server, closed_url, workdir):
         ),
         (
             export,
-            dict(ls, project="No bucket", dest="s3://no-such-bucket/ds", s3=s3),
+            dict(ls, project="Bad inputs", dest="s3://no-such-bucket/ds", s3=s3),
             f"S3 bucket 'no-such-bucket' does not exist at {s3_server['endpoint']}",
         ),
         (
             export,
-            dict(ls, project="Shapes integration", dest=str(workdir / "y"), classes=["square", "circle"]),
+            dict(ls, project="Bad inputs", dest=str(workdir / "y"), classes=["dog"]),
             "which is not one of the classes",
         ),
         (
             export,
-            dict(ls, project="Shapes integration", dest=str(workdir / "y"), val_fraction=1.5),
+            dict(ls, project="Bad inputs", dest=str(workdir / "y"), val_fraction=1.5),
             "val_fraction must be in [0, 1)",
         ),
         (
@@ -135,7 +147,9 @@ def test_bad_inputs_fail_with_the_documented_messages(playbook, label_studio, s3
     )
     problems = []
     for (module, args, expected), result in zip(table, results, strict=True):
-        if not result.get("failed") or expected not in result.get("msg", ""):
+        if expected is None:
+            assert not result.get("failed"), result.get("msg")
+        elif not result.get("failed") or expected not in result.get("msg", ""):
             problems.append(
                 f"{module} {args.get('title') or args.get('project') or args.get('name')}: "
                 f"expected {expected!r}, got {result.get('msg')!r}"
