@@ -107,6 +107,16 @@ def test_second_run_changes_nothing(kube: Any, playbook: Any) -> None:
     assert _deployment(kube).metadata.generation == generation
 
 
+def test_check_mode_on_the_installed_release_reports_nothing_to_do(kube: Any, playbook: Any) -> None:
+    run = playbook(PLAYBOOK, INVENTORY_VARS, "--check")
+    assert run.recap()["changed"] == 0, run.tail()
+    # Check mode with a change to make: reported, not made.
+    run = playbook(PLAYBOOK, {**INVENTORY_VARS, "yolo_server_gpu_count": 2}, "--check")
+    assert run.recap()["changed"] > 0
+    (server,) = _deployment(kube).spec.template.spec.containers
+    assert server.resources.limits["nvidia.com/gpu"] == "1"
+
+
 def test_gpu_off_moves_the_server_to_the_cpu(kube: Any, playbook: Any) -> None:
     run = playbook(PLAYBOOK, {**INVENTORY_VARS, "yolo_server_gpu_enabled": False})
     assert run.recap()["changed"] > 0
