@@ -103,7 +103,11 @@ async function detectVideo(file, model, conf, stride) {
   if (!response.ok) { const b = await response.json(); status(`${response.status}: ${b.error}`, true); return; }
   const video = $("video");
   video.src = URL.createObjectURL(file);
-  await new Promise((resolve) => { video.onloadeddata = resolve; video.load(); });
+  // Browsers play MP4/WebM but not every container the server reads (AVI): draw boxes anyway.
+  const playable = await Promise.race([
+    new Promise((resolve) => { video.onloadeddata = () => resolve(true); video.onerror = () => resolve(false); video.load(); }),
+    new Promise((resolve) => setTimeout(() => resolve(false), 3000)),
+  ]);
   const canvas = $("canvas");
   const ctx = canvas.getContext("2d");
   const reader = response.body.getReader();
@@ -125,11 +129,14 @@ async function detectVideo(file, model, conf, stride) {
         canvas.height = line.height;
       } else if (line.type === "frame") {
         frames += 1;
-        if (meta && meta.fps) {
+        if (playable && meta && meta.fps) {
           video.currentTime = line.frame / meta.fps;
           await new Promise((resolve) => { video.onseeked = resolve; setTimeout(resolve, 500); });
+          ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
+        } else {
+          ctx.fillStyle = "#333";
+          ctx.fillRect(0, 0, canvas.width, canvas.height);
         }
-        ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
         drawBoxes(ctx, line.detections);
         fillTable(line.detections);
         canvas.dataset.detections = String(line.detections.length);
