@@ -53,7 +53,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_BIN_DIR = HERE / ".build" / "bin"
+# build.sh's output; AILAB_KUBE_BIN_DIR points elsewhere (a CI cache, another checkout's build).
+DEFAULT_BIN_DIR = Path(os.environ.get("AILAB_KUBE_BIN_DIR") or HERE / ".build" / "bin")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
 SERVICE_CIDR = "10.43.0.0/16"  # k3s's default service range
 POD_CIDR = "10.42.0.1/16"  # k3s's default pod range; kwok hands pod IPs out of it
