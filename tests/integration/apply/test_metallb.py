@@ -127,6 +127,15 @@ def test_bad_range_fails_before_any_change(playbook: Callable[..., Any], shared_
     assert run.recap()["changed"] == 0
 
 
+def test_chart_on_disk_of_another_version_is_refused(
+    playbook: Callable[..., Any], shared_charts: Path
+) -> None:
+    run = playbook(PLAYBOOK, _vars(shared_charts, metallb_chart_version="0.15.2"), check=False)
+    assert run.returncode != 0
+    assert "is MetalLB chart 0.16.1, but metallb_chart_version is 0.15.2" in run.stdout, run.tail()
+    assert run.recap()["changed"] == 0
+
+
 def test_disabled_installs_nothing(playbook: Callable[..., Any], shared_charts: Path) -> None:
     run = playbook(PLAYBOOK, _vars(shared_charts, metallb_enabled=False))
     assert run.recap()["changed"] == 0
