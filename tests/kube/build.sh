@@ -84,3 +84,4 @@ fi
 "${BIN}/kwok" --version >/dev/null
 echo "build.sh: ${BIN} holds Kubernetes ${K8S_VERSION}, etcd $("${BIN}/etcd" --version | sed -n 's/^etcd Version: //p')," \
 	"kwok ${KWOK_VERSION}, helm ${HELM_VERSION}"
+echo "build.sh: done in ${SECONDS} s"
