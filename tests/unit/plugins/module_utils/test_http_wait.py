@@ -10,11 +10,12 @@ from ansible_collections.ailab.platform.plugins.module_utils.http_wait import No
 
 class Handler(BaseHTTPRequestHandler):
     calls = 0
+    ready_after = 2
 
     def do_GET(self):
         type(self).calls += 1
         # Not ready for the first two calls, like a service that is still starting.
-        code = 503 if type(self).calls <= 2 else 200
+        code = 503 if type(self).calls <= type(self).ready_after else 200
         body = b"starting" if code == 503 else b'{"status": "UP"}'
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -28,6 +29,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     Handler.calls = 0
+    Handler.ready_after = 2
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -57,5 +59,6 @@ def test_failure_names_the_url_and_the_last_error():
 
 
 def test_failure_on_a_wrong_status_says_what_was_answered(server):
+    Handler.ready_after = 1000
     with pytest.raises(NotReadyError, match="last error: HTTP 503 \\(expected 204\\)"):
         wait_for_status(server, statuses=(204,), timeout=0.3, interval=0.1)
