@@ -158,7 +158,7 @@ class Pki:
         self._ca_key = _key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ailab-test-ca")])
         self._ca_cert = (
-            self._builder(name, self._ca_key)
+            self._builder(name, self._ca_key, issuer=name)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -200,12 +200,15 @@ class Pki:
             ),
         )
 
-    def _builder(self, subject: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    @staticmethod
+    def _builder(
+        subject: x509.Name, key: ec.EllipticCurvePrivateKey, *, issuer: x509.Name
+    ) -> x509.CertificateBuilder:
         now = dt.datetime.now(dt.UTC)
         return (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(subject if not hasattr(self, "_ca_cert") else self._ca_cert.subject)
+            .issuer_name(issuer)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -236,7 +239,9 @@ class Pki:
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         usage = x509.ExtendedKeyUsageOID.SERVER_AUTH if sans else x509.ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = self._builder(subject, key).add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = self._builder(subject, key, issuer=self._ca_cert.subject).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self._ca_key, hashes.SHA256())
@@ -928,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the 3-node lab control plane and run until SIGTERM")
     serve.add_argument("--state-dir", required=True, help="where kubeconfig, ready and run/ go")
-    serve.add_argument("--loadbalancer-range", default="192.168.50.240-192.168.50.250")
+    serve.add_argument("--loadbalancer-range", default="198.51.100.240-198.51.100.250")
     serve.add_argument("--bin-dir", default=str(DEFAULT_BIN_DIR))
     args = parser.parse_args(argv)
     try:
