@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
-from conftest import free_port
 
 WRONG_TOKEN = "not-the-token-0000000000000000"
 
 
 @pytest.fixture(scope="module")
 def closed_url():
-    return f"http://127.0.0.1:{free_port()}"
+    """A loopback URL nothing listens on (a port just freed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def cases(label_studio, s3_server, closed_url, workdir):
