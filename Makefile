@@ -27,6 +27,12 @@ $(BIN)/activate: requirements/dev.txt serving/pyproject.toml
 	$(BIN)/pip install -r requirements/dev.txt
 	touch $@
 
+.PHONY: serving-constraints
+serving-constraints: ## Pin the server image's packages to the tested environment (serving/constraints.txt)
+	{ echo "# Pins for the server image (serving/Dockerfile uses this file as PIP_CONSTRAINT): the same"; \
+	  echo "# versions as the tested environment. Regenerate with: make serving-constraints"; \
+	  grep -vE '^(#|-e)' requirements/dev.txt; } > serving/constraints.txt
+
 .PHONY: venv
 venv: $(BIN)/activate ## Create .venv with the pinned Python requirements
 

@@ -1,0 +1,29 @@
+"""The versions pinned for the server image are the versions the tests ran with."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==", 1)
+            pins[name.lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_serving_image_pins_match_the_tested_environment():
+    tested = _pins(REPO / "requirements" / "dev.txt")
+    image = _pins(REPO / "serving" / "constraints.txt")
+    assert image, "serving/constraints.txt pins nothing"
+    drifted = {name: (version, tested.get(name)) for name, version in image.items() if tested.get(name) != version}
+    assert not drifted, f"run make serving-constraints; image pin vs tested: {drifted}"
+
+
+def test_the_tested_environment_pins_torch_and_ultralytics():
+    tested = _pins(REPO / "requirements" / "dev.txt")
+    assert tested["torch"] == "2.14.1"
+    assert tested["ultralytics"].startswith("8.4.")
