@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import logging
 import shutil
 import threading
@@ -178,12 +179,15 @@ _export_lock = threading.Lock()
 
 
 def export_onnx(pt_path: Path, cache_dir: Path, imgsz: int) -> Path:
-    """Export a ``.pt`` to a dynamic-shape ONNX file once, cached by file identity.
+    """Export a ``.pt`` to a dynamic-shape ONNX file once, cached by the file's content.
 
-    The export is done on a copy in the cache, never next to the source (a read-only volume in a pod).
+    The key is a hash of the bytes, not name/size/mtime: two versions saved in the same second with
+    the same size (``animals/1/model.pt``, ``animals/2/model.pt``) must not share an export. The
+    export is done on a copy in the cache, never next to the source (a read-only volume in a pod).
     """
-    stat = pt_path.stat()
-    key = f"{pt_path.stem}-{stat.st_size}-{int(stat.st_mtime)}-{imgsz}"
+    with pt_path.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:24]
+    key = f"{pt_path.stem}-{digest}-{imgsz}"
     target_dir = cache_dir / "onnx" / key
     target = target_dir / f"{pt_path.stem}.onnx"
     if target.exists():

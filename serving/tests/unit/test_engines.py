@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,21 @@ def test_not_a_model_is_refused(tmp_path: Path) -> None:
     bogus.write_bytes(b"not onnx")
     with pytest.raises(UnsupportedModelError):
         OnnxEngine(bogus, threads=1, default_imgsz=320)
+
+
+def test_onnx_exports_are_keyed_by_content(model_repo: Path, tmp_path: Path) -> None:
+    # Two versions with the same name, size and mtime (saved in the same second) must not share one.
+    a, b = tmp_path / "1" / "model.pt", tmp_path / "2" / "model.pt"
+    for src, dst in (
+        (model_repo / "animals" / "1" / "model.pt", a),
+        (model_repo / "animals" / "2" / "model.pt", b),
+    ):
+        dst.parent.mkdir()
+        dst.write_bytes(src.read_bytes())
+    os.utime(a, (1_700_000_000, 1_700_000_000))
+    os.utime(b, (1_700_000_000, 1_700_000_000))
+    assert a.stat().st_size == b.stat().st_size
+    cache = tmp_path / "cache"
+    export_a, export_b = export_onnx(a, cache, 320), export_onnx(b, cache, 320)
+    assert export_a != export_b
+    assert export_onnx(a, cache, 320) == export_a  # cached
