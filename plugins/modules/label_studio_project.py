@@ -14,23 +14,9 @@ description:
 version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
+extends_documentation_fragment:
+  - ailab.platform.label_studio
 options:
-  url:
-    description: Base URL of Label Studio, with scheme, for example C(http://labelstudio.lab.local).
-    type: str
-    required: true
-  token:
-    description: "API token of a Label Studio user, sent as C(Authorization: Token <token>)."
-    type: str
-    required: true
-  validate_certs:
-    description: Verify the TLS certificate of O(url).
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for each HTTP answer.
-    type: int
-    default: 60
   title:
     description: Project title; it identifies the project (3 to 50 characters).
     type: str

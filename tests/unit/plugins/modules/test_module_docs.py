@@ -54,13 +54,27 @@ def compare(doc_options, spec, where):
             compare(doc["suboptions"], option["options"], path)
 
 
+def documented_options(doc):
+    """The module's own options plus those of the collection's doc fragments it extends."""
+    options = {}
+    for fragment in doc.get("extends_documentation_fragment", []):
+        namespace, collection, name = fragment.split(".")
+        assert (namespace, collection) == ("ailab", "platform"), fragment
+        fragment_module = importlib.import_module(
+            f"ansible_collections.ailab.platform.plugins.doc_fragments.{name}"
+        )
+        options.update(yaml.safe_load(fragment_module.ModuleDocFragment.DOCUMENTATION)["options"])
+    options.update(doc["options"])
+    return options
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_documentation_matches_the_argument_spec(name):
     module = importlib.import_module(f"ansible_collections.ailab.platform.plugins.modules.{name}")
     doc = yaml.safe_load(module.DOCUMENTATION)
     assert doc["module"] == name
     assert doc["short_description"] and doc["author"]
-    compare(doc["options"], argument_spec(module), name)
+    compare(documented_options(doc), argument_spec(module), name)
     examples = yaml.safe_load(module.EXAMPLES)
     assert examples and all(
         f"ailab.platform.{name}" in task
