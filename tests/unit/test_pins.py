@@ -7,10 +7,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line and not line.startswith("-"):
-            name, version = line.split("==", 1)
+    for raw in path.read_text().splitlines():
+        requirement = raw.split("#", 1)[0].strip()
+        if "==" in requirement and not requirement.startswith("-"):
+            name, version = requirement.split("==", 1)
             pins[name.lower().replace("_", "-")] = version.strip()
     return pins
 
@@ -19,7 +19,9 @@ def test_serving_image_pins_match_the_tested_environment():
     tested = _pins(REPO / "requirements" / "dev.txt")
     image = _pins(REPO / "serving" / "constraints.txt")
     assert image, "serving/constraints.txt pins nothing"
-    drifted = {name: (version, tested.get(name)) for name, version in image.items() if tested.get(name) != version}
+    drifted = {
+        name: (version, tested.get(name)) for name, version in image.items() if tested.get(name) != version
+    }
     assert not drifted, f"run make serving-constraints; image pin vs tested: {drifted}"
 
 
