@@ -14,12 +14,13 @@ import re
 import socket
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 VERSION = "@K3S_VERSION@"
 CONFIG = "/etc/rancher/k3s/config.yaml"
 KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
-STATE = "/var/lib/rancher/k3s"
+STATE = Path("/var/lib/rancher/k3s")
 
 KUBECONFIG_TEXT = """\
 apiVersion: v1
@@ -46,7 +47,7 @@ users:
 
 def config_value(key):
     """Top-level scalar of config.yaml (enough for the keys the stand-in reads)."""
-    with open(CONFIG, encoding="utf-8") as handle:
+    with Path(CONFIG).open(encoding="utf-8") as handle:
         for line in handle:
             match = re.match(rf"^{re.escape(key)}:\s*'?\"?([^'\"\n]*)", line)
             if match:
@@ -55,21 +56,21 @@ def config_value(key):
 
 
 def server():
-    os.makedirs(f"{STATE}/server", exist_ok=True)
+    (STATE / "server").mkdir(parents=True, exist_ok=True)
     mode = int(config_value("write-kubeconfig-mode") or "0600", 8)
     fd = os.open(KUBECONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(KUBECONFIG_TEXT)
-    os.chmod(KUBECONFIG, mode)
+    Path(KUBECONFIG).chmod(mode)
     print(f"stand-in k3s {VERSION} server listening on :6443", flush=True)
-    http.server.HTTPServer(("", 6443), http.server.SimpleHTTPRequestHandler).serve_forever()
+    http.server.HTTPServer(("", 6443), http.server.BaseHTTPRequestHandler).serve_forever()
 
 
 def agent():
     url = urlsplit(config_value("server") or "")
     if not url.hostname:
         sys.exit("stand-in k3s agent: no server in config.yaml")
-    os.makedirs(f"{STATE}/agent", exist_ok=True)
+    (STATE / "agent").mkdir(parents=True, exist_ok=True)
     deadline = time.time() + 60
     while True:
         try:
