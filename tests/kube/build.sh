@@ -9,9 +9,11 @@ set -euo pipefail
 
 # Pinned versions. Kubernetes and etcd are pinned in go.mod (k8s.io/kubernetes, go.etcd.io/etcd/server/v3).
 KWOK_VERSION=v0.8.0
-HELM_VERSION=v3.22.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The lab's helm is pinned once, in the helm role; the tests use the same release.
+HELM_VERSION="$(sed -n 's/^helm_version: *//p' "${HERE}/../../roles/helm/defaults/main.yml")"
+[[ "${HELM_VERSION}" == v3.* ]] || { echo "build.sh: no helm v3 version in roles/helm/defaults/main.yml" >&2; exit 1; }
 BIN="${HERE}/.build/bin"
 mkdir -p "${BIN}"
 cd "${HERE}"

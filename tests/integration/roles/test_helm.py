@@ -1,0 +1,121 @@
+"""The helm role installs the pinned helm from a release mirror, verifies it, and is idempotent.
+
+The mirror is a local directory reached through a file:// URL (the official download host is
+unreachable from the test machines); its archive holds the helm v3 that `make kube-build` builds,
+laid out as the official release archives are (linux-<arch>/helm).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+BUILT_HELM = ROOT / "tests" / "kube" / ".build" / "bin" / "helm"
+HELM_VERSION = yaml.safe_load((ROOT / "roles" / "helm" / "defaults" / "main.yml").read_text())["helm_version"]
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+PLAYBOOK = """
+- name: Install helm on the controller
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: ailab.platform.helm
+"""
+
+
+@pytest.fixture(scope="module")
+def built_helm() -> Path:
+    if not BUILT_HELM.exists():
+        pytest.fail(f"{BUILT_HELM} is missing: run make kube-build")
+    return BUILT_HELM
+
+
+def make_mirror(directory: Path, helm: Path, tamper: bool = False) -> str:
+    archive = directory / f"helm-{HELM_VERSION}-linux-{ARCH}.tar.gz"
+    directory.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(helm, arcname=f"linux-{ARCH}/helm")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if tamper:
+        digest = hashlib.sha256(b"another archive").hexdigest()
+    Path(f"{archive}.sha256sum").write_text(f"{digest}  {archive.name}\n")
+    return directory.as_uri()
+
+
+def run_role(tmp_path: Path, mirror: str, install_dir: Path) -> subprocess.CompletedProcess[str]:
+    playbook = tmp_path / "helm.yml"
+    playbook.write_text(PLAYBOOK)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".collections"),
+        "ANSIBLE_NOCOLOR": "1",
+        # No helm on PATH: the role must find the one it installed in helm_install_dir.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
+    }
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-e",
+            f"helm_download_base_url={mirror}",
+            "-e",
+            f"helm_install_dir={install_dir}",
+            str(playbook),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=300,
+    )
+
+
+def changed(run: subprocess.CompletedProcess[str]) -> int:
+    recap = run.stdout.rsplit("PLAY RECAP", 1)[-1]
+    return int(recap.split("changed=", 1)[1].split()[0])
+
+
+def test_installs_the_pinned_helm_then_changes_nothing(tmp_path: Path, built_helm: Path) -> None:
+    mirror = make_mirror(tmp_path / "mirror", built_helm)
+    install_dir = tmp_path / "bin"
+    install_dir.mkdir()
+
+    first = run_role(tmp_path, mirror, install_dir)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert changed(first) >= 1
+    installed = install_dir / "helm"
+    assert installed.stat().st_mode & 0o777 == 0o755
+    version = subprocess.run(
+        [str(installed), "version", "--template", "{{.Version}}"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == HELM_VERSION
+    assert not list(Path("/tmp").glob("ailab-helm.*")), "the download directory was left behind"
+
+    second = run_role(tmp_path, mirror, install_dir)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert changed(second) == 0
+
+
+def test_refuses_an_archive_that_fails_its_checksum(tmp_path: Path, built_helm: Path) -> None:
+    mirror = make_mirror(tmp_path / "mirror", built_helm, tamper=True)
+    install_dir = tmp_path / "bin"
+    install_dir.mkdir()
+
+    run = run_role(tmp_path, mirror, install_dir)
+    assert run.returncode != 0
+    assert "checksum" in run.stdout.lower()
+    assert not (install_dir / "helm").exists()
