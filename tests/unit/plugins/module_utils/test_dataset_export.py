@@ -78,7 +78,7 @@ def test_removed_task_removes_its_files_and_a_tampered_label_is_restored(tmp_pat
     root = tmp_path / "ds"
     label = next((root / "labels").rglob("img0.txt"))
     label.write_text("garbage\n")
-    outcome, _ = export(tmp_path, [*make_tasks(3)[:2]])
+    outcome = export(tmp_path, [*make_tasks(3)[:2]])[0]
     assert any(p.endswith("img2.png") for p in outcome["removed"])
     assert not list(root.rglob("img2.*"))
     assert label.read_text().startswith("0 ")
