@@ -93,6 +93,7 @@ def test_installs_the_pinned_helm_then_changes_nothing(tmp_path: Path, built_hel
     mirror = make_mirror(tmp_path / "mirror", built_helm)
     install_dir = tmp_path / "bin"
     install_dir.mkdir()
+    downloads_before = set(Path("/tmp").glob("ailab-helm.*"))
 
     first = run_role(tmp_path, mirror, install_dir)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
@@ -103,7 +104,9 @@ def test_installs_the_pinned_helm_then_changes_nothing(tmp_path: Path, built_hel
         [str(installed), "version", "--template", "{{.Version}}"], capture_output=True, text=True, check=True
     )
     assert version.stdout.strip() == HELM_VERSION
-    assert not list(Path("/tmp").glob("ailab-helm.*")), "the download directory was left behind"
+    assert set(Path("/tmp").glob("ailab-helm.*")) == downloads_before, (
+        "the download directory was left behind"
+    )
 
     second = run_role(tmp_path, mirror, install_dir)
     assert second.returncode == 0, second.stdout[-4000:]
