@@ -765,19 +765,25 @@ class ControlPlane:
         path = self.workdir / f"{stem}.kubeconfig"
         return write_kubeconfig(path, self.server, ca=pki.ca_cert, cert=cert, key=key, user=user)
 
+    def _component_flags(self, stem: str, kubeconfig: Path, port: int) -> list[str]:
+        """Flags the controller-manager and the scheduler share: one kubeconfig, loopback, one replica."""
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.workdir / f'{stem}-certs'}",
+            "--leader-elect=false",
+        ]
+
     def _start_controller_manager(self, pki: Pki) -> None:
         kubeconfig = self._component_kubeconfig(pki, "controller-manager", "system:kube-controller-manager")
         port = free_port()
         proc = self._spawn(
             "kube-controller-manager",
             [
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
-                "--leader-elect=false",
+                *self._component_flags("controller-manager", kubeconfig, port),
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--root-ca-file={pki.ca_cert}",
@@ -792,16 +798,7 @@ class ControlPlane:
         port = free_port()
         proc = self._spawn(
             "kube-scheduler",
-            [
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={self.workdir / 'scheduler-certs'}",
-                "--leader-elect=false",
-                "--v=1",
-            ],
+            [*self._component_flags("scheduler", kubeconfig, port), "--v=1"],
         )
         self._wait_healthz(proc, port)
 
