@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -30,6 +31,10 @@ class QueueClosedError(RuntimeError):
     """The server is shutting down; the caller answers 503."""
 
 
+class QueueDeadlineError(RuntimeError):
+    """The job waited past its queue deadline and was dropped before inference; the caller answers 429."""
+
+
 @dataclass
 class Job:
     """One image waiting for a forward pass."""
@@ -39,6 +44,7 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     enqueued: float = field(default_factory=time.perf_counter)
     started: float = 0.0
+    expires: float = math.inf  # perf_counter time after which the job is dropped, not inferred
 
     def cancel(self) -> None:
         """Mark as abandoned (the client timed out); a worker skips it."""
@@ -46,22 +52,53 @@ class Job:
 
 
 class BatchQueue:
-    """Bounded FIFO of jobs with batch taking; pure threading, no asyncio."""
+    """Bounded FIFO of jobs with batch taking; pure threading, no asyncio.
+
+    The bound counts queued jobs plus *reserved* places: a request reserves one place per image
+    before its images are decoded, so a request that will be refused is refused before it costs any
+    decoding, and an admitted one cannot be refused later.
+    """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._reserved = 0
 
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def put(self, job: Job) -> None:
+    @property
+    def waiting(self) -> int:
+        """Images admitted and not yet taken by a worker: queued plus reserved."""
+        return len(self._jobs) + self._reserved
+
+    def reserve(self, count: int) -> None:
+        """Hold ``count`` places for images still being prepared, or refuse them all."""
         with self._cond:
             if self._closed:
                 raise QueueClosedError("server is shutting down")
-            if len(self._jobs) >= self.maxsize:
+            if self.waiting + count > self.maxsize:
+                raise QueueFullError(
+                    f"inference queue full ({self.waiting} of {self.maxsize} images waiting, "
+                    f"{count} more asked)"
+                )
+            self._reserved += count
+
+    def release(self, count: int) -> None:
+        """Give back places reserved for images that will not be queued (a failed decode)."""
+        with self._cond:
+            self._reserved -= min(count, self._reserved)
+
+    def put(self, job: Job, *, reserved: bool = False) -> None:
+        """Queue a job, into a place reserved earlier or, without one, into a free place."""
+        with self._cond:
+            if self._closed:
+                raise QueueClosedError("server is shutting down")
+            if reserved:
+                self._reserved -= 1
+            elif self.waiting >= self.maxsize:
                 raise QueueFullError(f"inference queue full ({self.maxsize} images waiting)")
             self._jobs.append(job)
             self._cond.notify()
@@ -76,7 +113,7 @@ class BatchQueue:
         with self._cond:
             deadline = time.monotonic() + poll_s
             while True:
-                self._drop_cancelled()
+                self._drop_dead()
                 if self._jobs:
                     break
                 if self._closed:
@@ -99,9 +136,10 @@ class BatchQueue:
     def _gather(self, batch: list[Job], max_batch: int) -> None:
         key = batch[0].key
         kept: collections.deque[Job] = collections.deque()
+        now = time.perf_counter()
         while self._jobs:
             job = self._jobs.popleft()
-            if job.future.cancelled():
+            if _dead(job, now):
                 continue
             if len(batch) < max_batch and job.key == key:
                 batch.append(job)
@@ -109,9 +147,22 @@ class BatchQueue:
                 kept.append(job)
         self._jobs = kept
 
-    def _drop_cancelled(self) -> None:
-        while self._jobs and self._jobs[0].future.cancelled():
-            self._jobs.popleft()
+    def _drop_dead(self) -> None:
+        """Drop abandoned jobs and fail those past their queue deadline, wherever they are."""
+        now = time.perf_counter()
+        if any(_dead(job, now) for job in self._jobs):
+            self._jobs = collections.deque(job for job in self._jobs if not _dead(job, now))
+
+
+def _dead(job: Job, now: float) -> bool:
+    """True for a job a worker must skip: abandoned by its caller, or failed here as expired."""
+    if job.future.cancelled():
+        return True
+    if now > job.expires and not job.future.done():
+        waited_ms = (now - job.enqueued) * 1000
+        message = f"waited {waited_ms:.0f} ms in the queue, past its deadline"
+        job.future.set_exception(QueueDeadlineError(message))
+    return job.future.done()
 
 
 Runner = Callable[[list[Job], int], list[Any]]

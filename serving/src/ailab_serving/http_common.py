@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -119,6 +122,47 @@ def require_api_key(request: Request) -> None:
             "missing or wrong API key (X-API-Key or Authorization: Bearer)",
             {"WWW-Authenticate": "Bearer"},
         )
+
+
+QUEUE_DELAY_HEADER = "x-max-queue-delay-ms"
+QUEUE_DELAY_QUERY = "max_queue_delay_ms"
+
+
+def requested_queue_delay_ms(request: Request) -> float | None:
+    """The caller's queue deadline from the header or the query string, read without the body."""
+    raw = request.headers.get(QUEUE_DELAY_HEADER) or request.query_params.get(QUEUE_DELAY_QUERY)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ApiError(422, f"{QUEUE_DELAY_QUERY} (or {QUEUE_DELAY_HEADER}) must be a positive number of ms")
+    return value
+
+
+def queue_delay_of(request: Request) -> float | None:
+    """The queue deadline in seconds that applies to this request (its own, or the server's)."""
+    return state_of(request).service.queue_delay_s(requested_queue_delay_ms(request))
+
+
+class AdmittedRoute(APIRoute):
+    """A POST route that asks the inference queue for room before FastAPI reads the body.
+
+    FastAPI parses a multipart form before the endpoint (or any dependency) runs; a request that
+    will be refused must not pay for that, nor for decoding, so the refusal happens here.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handle = super().get_route_handler()
+
+        async def admitted(request: Request) -> Response:
+            if request.method == "POST":
+                state_of(request).service.gate(1, queue_delay_of(request))
+            return await handle(request)
+
+        return admitted
 
 
 class BodyLimitMiddleware:

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .batching import BatchQueue, Job, QueueClosedError, QueueFullError, WorkerPool, stack
+from .batching import (
+    BatchQueue,
+    Job,
+    QueueClosedError,
+    QueueDeadlineError,
+    QueueFullError,
+    WorkerPool,
+    stack,
+)
 from .detection import PredictParams, run_nms, to_detections
 from .images import Letterboxed, decode_image, letterbox, network_shape, round_imgsz
 from .metrics import Metrics
@@ -32,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class OverloadedError(RuntimeError):
-    """Refused by backpressure; ``status`` is 429 (queue full) or 503 (too many requests, stopping)."""
+    """Refused by backpressure: ``status`` 429 (queue full, queue deadline) or 503 (in flight, stopping)."""
 
     def __init__(self, message: str, status: int, retry_after_s: float) -> None:
         super().__init__(message)
@@ -82,6 +90,7 @@ class InferenceService:
         )
         self._inflight = 0
         self._batch_seconds = 0.1  # running estimate, for Retry-After
+        self._image_seconds = 0.1  # running estimate of one image's forward pass, for queue deadlines
         self._stopping = False
 
     def start(self) -> None:
@@ -95,20 +104,54 @@ class InferenceService:
     # Admission -----------------------------------------------------------------------------------
 
     def retry_after_s(self) -> float:
-        backlog = len(self.queue) / max(1, self.plan.workers * self.plan.max_batch_size)
+        backlog = self.queue.waiting / max(1, self.plan.workers * self.plan.max_batch_size)
         return max(1.0, math.ceil(backlog * self._batch_seconds))
 
-    @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """Bound the requests held in memory (decoded images, uploads)."""
+    def queue_delay_s(self, requested_ms: float | None) -> float | None:
+        """The queue deadline of a request: its own (``requested_ms``) or the server's, None = none."""
+        ms = self.settings.max_queue_delay_ms if requested_ms is None else requested_ms
+        return None if ms is None else ms / 1000
+
+    def estimated_wait_s(self, images: int = 1) -> float:
+        """How long the last of ``images`` new images would wait: the queue ahead over the workers."""
+        ahead = self.queue.waiting + images - 1
+        return ahead * self._image_seconds / max(1, self.plan.workers)
+
+    def _refuse(self, reason: str, message: str, status: int) -> OverloadedError:
+        self.metrics.rejected.labels(reason).inc()
+        retry = 5.0 if reason == "stopping" else self.retry_after_s()
+        return OverloadedError(message, status, retry)
+
+    def gate(self, images: int = 1, max_queue_delay_s: float | None = None) -> None:
+        """Refuse at once what cannot be served, before a byte of the body is read or decoded.
+
+        Cheap on purpose (a few comparisons): under overload most requests end here, and every
+        microsecond they cost is taken from the workers.
+        """
         if self._stopping:
-            self.metrics.rejected.labels("stopping").inc()
-            raise OverloadedError("server is shutting down", 503, 5)
+            raise self._refuse("stopping", "server is shutting down", 503)
         if self._inflight >= self.settings.max_inflight_requests:
-            self.metrics.rejected.labels("inflight").inc()
-            raise OverloadedError(
-                f"too many requests in flight ({self._inflight})", 503, self.retry_after_s()
-            )
+            raise self._refuse("inflight", f"too many requests in flight ({self._inflight})", 503)
+        self._check_queue(images, max_queue_delay_s)
+
+    def _check_queue(self, images: int, max_queue_delay_s: float | None) -> None:
+        if self.queue.waiting + images > self.queue.maxsize:
+            waiting, size = self.queue.waiting, self.queue.maxsize
+            raise self._refuse("queue_full", f"inference queue full ({waiting} of {size} images)", 429)
+        if max_queue_delay_s is not None:
+            wait = self.estimated_wait_s(images)
+            if wait > max_queue_delay_s:
+                raise self._refuse(
+                    "queue_delay",
+                    f"estimated queue wait {wait * 1000:.0f} ms is over the deadline of "
+                    f"{max_queue_delay_s * 1000:.0f} ms",
+                    429,
+                )
+
+    @contextlib.asynccontextmanager
+    async def admit(self, max_queue_delay_s: float | None = None) -> AsyncIterator[None]:
+        """Bound the requests held in memory (uploads, decoded images); refuse early when full."""
+        self.gate(1, max_queue_delay_s)
         self._inflight += 1
         self.metrics.inflight.set(self._inflight)
         try:
@@ -127,19 +170,47 @@ class InferenceService:
         *,
         keep_images: bool = False,
         deadline: float | None = None,
+        max_queue_delay_s: float | None = None,
     ) -> list[ImageResult]:
-        """Infer every image; the results keep the order of ``images``."""
+        """Infer every image; the results keep the order of ``images``.
+
+        Places in the queue are reserved for all images before any is decoded: a request is refused
+        whole (429) or admitted whole, and a refusal costs no decoding. With ``max_queue_delay_s`` a
+        request whose estimated wait is longer is refused at once, and an image still queued when
+        it runs out is dropped before inference (429).
+        """
         if deadline is None:
             deadline = time.monotonic() + self.settings.request_timeout_s
+        self._check_queue(len(images), max_queue_delay_s)
+        try:
+            self.queue.reserve(len(images))
+        except QueueFullError as exc:
+            raise self._refuse("queue_full", str(exc), 429) from exc
+        except QueueClosedError as exc:
+            raise self._refuse("stopping", str(exc), 503) from exc
+        expires = math.inf if max_queue_delay_s is None else time.perf_counter() + max_queue_delay_s
+        reservation = _Reservation(self.queue, len(images))
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._one(model, image, params, keep_images, deadline))
+                    group.create_task(
+                        self._one(
+                            model,
+                            image,
+                            params,
+                            keep_image=keep_images,
+                            deadline=deadline,
+                            expires=expires,
+                            reservation=reservation,
+                        )
+                    )
                     for image in images
                 ]
         except ExceptionGroup as failed:
             # One bad image fails the request (the others are cancelled); answer with its error.
             raise failed.exceptions[0] from None
+        finally:
+            reservation.release_rest()
         return [task.result() for task in tasks]
 
     async def _one(
@@ -147,8 +218,11 @@ class InferenceService:
         model: LoadedModel,
         image: bytes | np.ndarray,
         params: PredictParams,
+        *,
         keep_image: bool,
         deadline: float,
+        expires: float,
+        reservation: _Reservation,
     ) -> ImageResult:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
@@ -162,14 +236,11 @@ class InferenceService:
         t1 = time.perf_counter()
         # Batchable jobs share a key; a fixed-shape export (batch 1) never batches.
         key = (model.key, lb.shape) if info.dynamic else (model.key, id(lb))
-        job = Job(key=key, payload=_Payload(model, lb.array, params))
+        job = Job(key=key, payload=_Payload(model, lb.array, params), expires=expires)
         try:
-            self.queue.put(job)
-        except QueueFullError as exc:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise OverloadedError(str(exc), 429, self.retry_after_s()) from exc
+            reservation.put(job)
         except QueueClosedError as exc:
-            raise OverloadedError(str(exc), 503, 5) from exc
+            raise self._refuse("stopping", str(exc), 503) from exc
         self.metrics.queue_depth.set(len(self.queue))
         try:
             rows, infer_s, batch = await asyncio.wait_for(
@@ -180,6 +251,9 @@ class InferenceService:
             raise InferenceTimeoutError(
                 f"inference did not finish within {self.settings.request_timeout_s:g} s"
             ) from exc
+        except QueueDeadlineError as exc:
+            self.metrics.queue_seconds.observe(time.perf_counter() - job.enqueued)
+            raise self._refuse("queue_timeout", str(exc), 429) from exc
         finally:
             self.metrics.queue_depth.set(len(self.queue))
         t2 = time.perf_counter()
@@ -234,5 +308,23 @@ class InferenceService:
 
     def _on_batch(self, size: int, seconds: float) -> None:
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+        self._image_seconds = 0.8 * self._image_seconds + 0.2 * seconds / max(1, size)
         self.metrics.on_batch(size, seconds)
         self.metrics.queue_depth.set(len(self.queue))
+
+
+class _Reservation:
+    """The queue places one request reserved; each image takes one, the rest go back at the end."""
+
+    def __init__(self, queue: BatchQueue, count: int) -> None:
+        self._queue = queue
+        self._left = count
+
+    def put(self, job: Job) -> None:
+        self._queue.put(job, reserved=True)
+        self._left -= 1
+
+    def release_rest(self) -> None:
+        if self._left > 0:
+            self._queue.release(self._left)
+            self._left = 0

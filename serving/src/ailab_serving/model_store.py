@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engines import Engine, ModelInfo, OnnxEngine, TorchEngine, export_onnx
+from .engines import Engine, ModelInfo, OnnxEngine, OpenVinoEngine, TorchEngine, export_onnx
 from .model_sources import CatalogEntry, ModelVersion, Source
 from .runtime import RuntimePlan
 
@@ -211,7 +211,7 @@ class ModelStore:
 
     def _make_engine(self, version: ModelVersion) -> Engine:
         source = next(s for s in self.sources if s.kind == version.source)
-        want_onnx = self.plan.backend == "onnxruntime"
+        want_onnx = self.plan.backend in ("onnxruntime", "openvino")
         order = ["onnx", "pt", "any"] if want_onnx else ["pt", "onnx", "any"]
         fmt = next(f for f in order if f in version.files)
         try:
@@ -219,15 +219,10 @@ class ModelStore:
         except Exception as exc:
             raise ModelLoadError(f"cannot fetch {version.name} version {version.version}: {exc}") from exc
         try:
+            if want_onnx and path.suffix != ".onnx":
+                path = export_onnx(path, self.cache_dir, self.default_imgsz)
             if path.suffix == ".onnx":
-                return OnnxEngine(
-                    path, threads=self.plan.threads_per_worker, default_imgsz=self.default_imgsz
-                )
-            if want_onnx:
-                onnx_path = export_onnx(path, self.cache_dir, self.default_imgsz)
-                return OnnxEngine(
-                    onnx_path, threads=self.plan.threads_per_worker, default_imgsz=self.default_imgsz
-                )
+                return self._onnx_engine(path)
             engine = TorchEngine(
                 path,
                 device=self.plan.device,
@@ -242,6 +237,12 @@ class ModelStore:
             raise
         except Exception as exc:
             raise ModelLoadError(f"cannot load {version.name} version {version.version}: {exc}") from exc
+
+    def _onnx_engine(self, path: Path) -> Engine:
+        threads, imgsz = self.plan.threads_per_worker, self.default_imgsz
+        if self.plan.backend == "openvino":
+            return OpenVinoEngine(path, workers=self.plan.workers, threads=threads, default_imgsz=imgsz)
+        return OnnxEngine(path, threads=threads, default_imgsz=imgsz)
 
     def _evict(self, keep: tuple[str, str]) -> None:
         # ``keep`` is the model just loaded for a waiting request: it must survive its own load.

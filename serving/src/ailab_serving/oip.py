@@ -3,7 +3,8 @@
 Input: one tensor (any name, ``images`` by convention), either
   * ``BYTES`` of shape ``[N]``: encoded images (binary extension, or base64 strings in JSON), or
   * ``UINT8`` of shape ``[H, W, 3]`` or ``[N, H, W, 3]``: RGB pixels (``"channel_order": "bgr"`` to flip).
-Request parameters: ``conf``, ``iou``, ``imgsz``, ``max_det``, ``classes``.
+Request parameters: ``conf``, ``iou``, ``imgsz``, ``max_det``, ``classes``, and ``timeout`` (microseconds,
+as Triton's queue policy): refuse with 429 rather than queue longer than that.
 Outputs, padded to the most detections ``K`` in the request:
   ``num_detections`` INT32 [N], ``boxes`` FP32 [N, K, 4] (xyxy pixels), ``scores`` FP32 [N, K],
   ``classes`` INT32 [N, K] (-1 where padded).
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from . import __version__
 from .detection import ParamError, PredictParams, parse_classes
-from .http_common import ApiError, require_api_key, state_of
+from .http_common import ApiError, queue_delay_of, require_api_key, state_of
 from .inference import ImageResult
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -315,10 +316,22 @@ async def model_version_ready(request: Request, model: str, version: str) -> dic
     return await _ready(request, model, version)
 
 
+def queue_timeout_s(raw: dict[str, Any], default: float | None) -> float | None:
+    """The request's ``timeout`` parameter (microseconds, as Triton's) in seconds, else ``default``."""
+    if "timeout" not in raw:
+        return default
+    value = raw["timeout"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ApiError(400, "parameter 'timeout' must be a positive number of microseconds")
+    return value / 1_000_000
+
+
 async def _infer(request: Request, model: str, version: str | None) -> Response:
     state = state_of(request)
     settings = state.settings
-    async with state.service.admit():
+    # The body is read only once the queue has room (admit refuses first).
+    queue_delay = queue_delay_of(request)
+    async with state.service.admit(queue_delay):
         body = await request.body()
         decoded = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images_per_request
@@ -327,10 +340,13 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
             settings.default_conf, settings.default_iou, settings.default_imgsz, settings.default_max_det
         )
         params = predict_params(decoded.params, defaults)
+        queue_delay = queue_timeout_s(decoded.params, queue_delay)
         mv = await state.store.resolve(model, version)
         async with state.store.use(mv) as loaded:
             params = params.validate(len(loaded.engine.info.names))
-            results = await state.service.predict(loaded, decoded.images, params)
+            results = await state.service.predict(
+                loaded, decoded.images, params, max_queue_delay_s=queue_delay
+            )
     return encode_response(mv.name, mv.version, decoded, output_tensors(results))
 
 

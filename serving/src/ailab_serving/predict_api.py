@@ -13,11 +13,21 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from .detection import PredictParams, parse_classes
-from .http_common import ApiError, AppState, require_api_key, state_of
+from .http_common import (
+    QUEUE_DELAY_QUERY,
+    AdmittedRoute,
+    ApiError,
+    AppState,
+    queue_delay_of,
+    require_api_key,
+    state_of,
+)
 from .images import draw_detections, encode_jpeg
 from .inference import ImageResult
 
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1", tags=["v1"], dependencies=[Depends(require_api_key)], route_class=AdmittedRoute
+)
 
 ReturnKind = Literal["json", "image", "s3"]
 
@@ -127,6 +137,14 @@ async def predict(
     classes: Classes = None,
     version: Version = None,
     return_: Annotated[ReturnKind, Query(alias="return", description="json, image (JPEG) or s3")] = "json",
+    max_queue_delay_ms: Annotated[
+        float | None,
+        Query(
+            alias=QUEUE_DELAY_QUERY,
+            gt=0,
+            description="Answer 429 now rather than queue longer than this (also X-Max-Queue-Delay-Ms)",
+        ),
+    ] = None,
 ) -> Response:
     state = state_of(request)
     started = time.perf_counter()
@@ -137,14 +155,17 @@ async def predict(
     if return_ == "s3" and (state.s3_client is None or not state.settings.s3_bucket):
         raise ApiError(422, "return=s3 needs AILAB_SERVE_S3_BUCKET (and endpoint) configured on the server")
     params = build_params(state, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=classes)
-    async with state.service.admit():
+    queue_delay = queue_delay_of(request)
+    async with state.service.admit(queue_delay):
         images = [await upload.read() for upload in file]
         mv = await state.store.resolve(model, version)
         hit = (mv.name, mv.version) in state.store.loaded()
         (state.metrics.cache_hits if hit else state.metrics.cache_misses).inc()
         async with state.store.use(mv) as loaded:
             params = params.validate(len(loaded.engine.info.names))
-            results = await state.service.predict(loaded, list(images), params, keep_images=return_ != "json")
+            results = await state.service.predict(
+                loaded, list(images), params, keep_images=return_ != "json", max_queue_delay_s=queue_delay
+            )
     if return_ == "image":
         result = results[0]
         assert result.image is not None

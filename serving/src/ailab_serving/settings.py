@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
-Backend = Literal["auto", "torch", "onnxruntime"]
+Backend = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     device: Device = Field("auto", description="`auto` (CUDA when present), `cpu` or `cuda`.")
     backend: Backend = Field(
         "auto",
-        description="`auto` (ONNX Runtime on CPU, torch on CUDA), `torch` or `onnxruntime`; "
-        "`.pt` models are exported to ONNX once when ONNX Runtime is chosen.",
+        description="`auto` (on CPU OpenVINO when installed, else ONNX Runtime; torch on CUDA), "
+        "`openvino`, `onnxruntime` or `torch`; `.pt` models are exported to ONNX once for the first two.",
     )
     half: bool | None = Field(None, description="FP16 inference; default on for CUDA, off on CPU.")
     workers: int | None = Field(
@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         128, ge=1, description="Requests being decoded or waiting; beyond it answers 503."
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request inference deadline (504 after).")
+    max_queue_delay_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Queue deadline: a request whose estimated wait is longer gets 429 at once, an image "
+        "still queued after it is dropped before inference (429). Unset = no bound but the queue size. "
+        "Per request: OIP parameter `timeout` (microseconds), `/v1` `max_queue_delay_ms` or header "
+        "`X-Max-Queue-Delay-Ms`.",
+    )
 
     # Request limits.
     max_request_bytes: int = Field(25 * 2**20, ge=1, description="Largest image request body.")
@@ -120,6 +128,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_device(self) -> Settings:
-        if self.device == "cuda" and self.backend == "onnxruntime":
-            raise ValueError("backend=onnxruntime serves on CPU only; use backend=torch with device=cuda")
+        if self.device == "cuda" and self.backend in ("onnxruntime", "openvino"):
+            raise ValueError(f"backend={self.backend} serves on CPU only; use backend=torch with device=cuda")
         return self

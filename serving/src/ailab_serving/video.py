@@ -25,13 +25,15 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from .detection import PredictParams
-from .http_common import ApiError, AppState, require_api_key, state_of
+from .http_common import AdmittedRoute, ApiError, AppState, require_api_key, state_of
 from .images import ImageError
 from .inference import ImageResult, InferenceTimeoutError, OverloadedError
 from .model_store import LoadedModel
 from .predict_api import Classes, Conf, Imgsz, Iou, MaxDet, Version, build_params
 
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1", tags=["v1"], dependencies=[Depends(require_api_key)], route_class=AdmittedRoute
+)
 
 
 def host_allowed(url: str, allowlist: list[str]) -> bool:

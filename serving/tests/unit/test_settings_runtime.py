@@ -70,8 +70,33 @@ def test_cli_requires_a_subcommand() -> None:
 
 def test_cpu_plan_runs_one_single_threaded_worker_per_core_without_batching() -> None:
     plan = plan_runtime(Settings(), cuda_available=False, cpu_count=2)
-    assert (plan.device, plan.backend, plan.workers, plan.threads_per_worker) == ("cpu", "onnxruntime", 2, 1)
+    assert (plan.device, plan.backend, plan.workers, plan.threads_per_worker) == ("cpu", "openvino", 2, 1)
     assert (plan.max_batch_size, plan.half) == (1, False)
+
+
+@pytest.mark.parametrize(
+    ("installed", "backend", "reason"),
+    [
+        ({"openvino", "onnxruntime", "onnx"}, "openvino", "fastest CPU runtime installed"),
+        ({"onnxruntime", "onnx"}, "onnxruntime", "(openvino not installed)"),
+        ({"openvino", "onnxruntime"}, "torch", "onnx package"),
+        (set(), "torch", "onnx package"),
+        ({"onnx"}, "torch", "none of openvino, onnxruntime"),
+    ],
+)
+def test_cpu_plan_falls_back_to_what_is_installed_and_says_why(
+    installed: set[str], backend: str, reason: str
+) -> None:
+    plan = plan_runtime(Settings(), cuda_available=False, cpu_count=2, installed=installed)
+    assert plan.backend == backend
+    assert reason in plan.reason
+
+
+def test_an_explicit_backend_that_is_not_installed_fails_with_the_fix() -> None:
+    with pytest.raises(RuntimeError, match=r"needs the package.*openvino.*pip install openvino"):
+        plan_runtime(
+            Settings(backend="openvino"), cuda_available=False, cpu_count=2, installed={"onnx", "onnxruntime"}
+        )
 
 
 def test_cuda_plan_batches_in_fp16_with_torch() -> None:
