@@ -139,8 +139,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 
 @contextlib.contextmanager
-def run_server(env: dict[str, str], log: Path, *, timeout: float = 90) -> Iterator[str]:
-    """``ailab-serve serve`` on a free loopback port; yields its base URL, stops it afterwards."""
+def run_server(
+    env: dict[str, str], log: Path, *, timeout: float = 90, command: list[str] | None = None
+) -> Iterator[str]:
+    """``ailab-serve serve`` on a free loopback port; yields its base URL, stops it afterwards.
+
+    ``command`` replaces ``python -m ailab_serving serve`` of this interpreter (another install).
+    """
     port = free_port()
     full_env = {
         **os.environ,
@@ -154,7 +159,7 @@ def run_server(env: dict[str, str], log: Path, *, timeout: float = 90) -> Iterat
     full_env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ailab_serving", "serve"],
+            command or [sys.executable, "-m", "ailab_serving", "serve"],
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

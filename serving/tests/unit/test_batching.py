@@ -7,7 +7,15 @@ import time
 
 import numpy as np
 import pytest
-from ailab_serving.batching import BatchQueue, Job, QueueClosedError, QueueFullError, WorkerPool, stack
+from ailab_serving.batching import (
+    BatchQueue,
+    Job,
+    QueueClosedError,
+    QueueDeadlineError,
+    QueueFullError,
+    WorkerPool,
+    stack,
+)
 
 
 def job(key: str, value: int = 0) -> Job:
@@ -63,6 +71,42 @@ def test_cancelled_jobs_are_skipped() -> None:
     queue.put(second)
     first.cancel()
     assert [j.payload for j in queue.take(1, 0)] == [1]
+
+
+def test_reserved_places_count_against_the_bound_and_are_never_refused_later() -> None:
+    queue = BatchQueue(3)
+    queue.reserve(2)
+    assert queue.waiting == 2 and len(queue) == 0
+    with pytest.raises(QueueFullError, match="2 of 3 images waiting, 2 more asked"):
+        queue.reserve(2)  # all or nothing: one place is free, two are asked
+    queue.put(job("a"))  # the one free place
+    with pytest.raises(QueueFullError):
+        queue.put(job("a"))
+    queue.put(job("a"), reserved=True)  # a reserved place is always there
+    queue.put(job("a"), reserved=True)
+    assert queue.waiting == len(queue) == 3
+
+
+def test_released_places_free_the_queue() -> None:
+    queue = BatchQueue(2)
+    queue.reserve(2)
+    queue.release(2)
+    assert queue.waiting == 0
+    queue.reserve(2)
+
+
+def test_expired_jobs_fail_before_inference_wherever_they_wait() -> None:
+    queue = BatchQueue(10)
+    head = Job(key="a", payload=0, expires=time.perf_counter() - 1)
+    fresh = job("a", 1)
+    behind = Job(key="a", payload=2, expires=time.perf_counter() - 1)
+    for j in (head, fresh, behind):
+        queue.put(j)
+    assert [j.payload for j in queue.take(4, 0)] == [1]
+    for expired in (head, behind):
+        with pytest.raises(QueueDeadlineError, match="past its deadline"):
+            expired.future.result(0)
+    assert queue.waiting == 0
 
 
 def test_take_returns_empty_when_idle_or_closed() -> None:
