@@ -6,6 +6,7 @@ end to end on CPU.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import re
 import time
@@ -155,6 +156,57 @@ def test_backpressure_answers_429_or_503_and_recovers(authed: httpx.Client) -> N
     # Still healthy and serving afterwards.
     assert authed.get("/v2/health/ready").status_code == 200
     assert authed.post("/v1/predict/circles", files=image_files()).status_code == 200
+
+
+def oip_infer(client: httpx.Client, image: bytes, parameters: dict[str, object]) -> httpx.Response:
+    body = {
+        "inputs": [
+            {"name": "images", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(image).decode()]}
+        ],
+        "parameters": parameters,
+    }
+    return client.post("/v2/models/circles/infer", json=body)
+
+
+def test_bad_queue_deadlines_are_refused_before_any_work(authed: httpx.Client) -> None:
+    files = image_files()
+    assert authed.post("/v1/predict/circles?max_queue_delay_ms=-5", files=files).status_code == 422
+    refused = authed.post("/v1/predict/circles", files=files, headers={"X-Max-Queue-Delay-Ms": "soon"})
+    assert refused.status_code == 422 and "max_queue_delay_ms" in refused.json()["error"]
+    bad_timeout = oip_infer(authed, files[0][1][1], {"timeout": "1s"})
+    assert bad_timeout.status_code == 400 and "timeout" in bad_timeout.json()["error"]
+
+
+def test_a_request_that_would_wait_past_its_deadline_is_refused_at_once(authed: httpx.Client) -> None:
+    """A backlog of slow images, then callers that accept 1 ms of queueing: 429, never inferred.
+
+    Refused at once when the estimate says so, or dropped from the queue when their deadline passes
+    before a worker is free (here the worker batches the backlog into one pass): either way the
+    model never sees them.
+    """
+    slow = image_files(1, size=(640, 480))
+    quick = image_files()
+    before = metric(authed, r'ailab_rejected_total\{reason="queue_(?:delay|timeout)"\}')
+    inferred_before = metric(authed, r'ailab_images_total\{model="circles"\}')
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        backlog = [
+            pool.submit(authed.post, "/v1/predict/circles", files=slow, data={"imgsz": "640"})
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 60
+        while metric(authed, "ailab_queue_depth") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the server's own gauge, bounded
+        by_header = authed.post("/v1/predict/circles", files=quick, headers={"X-Max-Queue-Delay-Ms": "1"})
+        by_query = authed.post("/v1/predict/circles?max_queue_delay_ms=1", files=quick)
+        by_oip = oip_infer(authed, quick[0][1][1], {"timeout": 1000})  # microseconds, as Triton's
+        statuses = [f.result().status_code for f in backlog]
+    for response in (by_header, by_query, by_oip):
+        assert response.status_code == 429, response.text
+        assert int(response.headers["retry-after"]) >= 1
+        assert "deadline" in response.json()["error"]
+    assert statuses.count(200) == 3  # the backlog itself was served
+    assert metric(authed, r'ailab_images_total\{model="circles"\}') == inferred_before + 3
+    assert metric(authed, r'ailab_rejected_total\{reason="queue_(?:delay|timeout)"\}') >= before + 3
 
 
 def test_idle_model_is_unloaded(authed: httpx.Client) -> None:
