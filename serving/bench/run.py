@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: ailab-serving against the naive FastAPI + ``model(img)`` baseline, in one run.
 
-    .venv/bin/python serving/bench/run.py            # baseline + server, 1/4/8 clients, ~3 min
+    .venv/bin/python serving/bench/run.py            # baseline + server, 1/4/8 clients, ~4 min
     .venv/bin/python serving/bench/run.py --all      # + torch engine and CPU batching variants
     .venv/bin/python serving/bench/run.py --quick    # a smoke run (seconds), used by the tests
 
@@ -9,6 +9,13 @@ Same model (YOLOv8n, random weights: same compute as trained ones, built offline
 (bus.jpg and zidane.jpg from ../shared when present, else generated), same client, closed loop:
 each client sends its next request when the previous one answered. Both servers are separate
 processes on 127.0.0.1; the client runs here. Prints a Markdown table; ``--json`` writes the numbers.
+
+Two more lines put the server against the machine's limit in the same run:
+* forward only: the fastest installed runtime on the server's own ONNX export, one single-threaded
+  stream per core, on the letterboxed first image (no HTTP, decoding or NMS): what the cores can do;
+* overload: 10x the largest client count against a server with a queue deadline; goodput (accepted
+  requests/s), the latency of the 429 answers, and the accepted requests' p50/p99. Clients send
+  their next request as soon as one is answered, 429 or not (no back-off: the worst case).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,6 +53,21 @@ from serving_testlib import (  # noqa: E402
 )
 
 Target = tuple[str, contextlib.AbstractContextManager[None]]  # base URL, running process
+
+
+@dataclass
+class Overload:
+    clients: int
+    queue_delay_ms: float
+    seconds: float
+    goodput: float  # accepted (200) requests per second
+    accepted: int
+    refused: int  # 429
+    errors: int  # anything else
+    accepted_p50_ms: float
+    accepted_p99_ms: float
+    refused_p50_ms: float
+    refused_p99_ms: float
 
 
 @dataclass
@@ -86,11 +109,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def closed_loop(
-    url: str, bodies: list[tuple[bytes, str]], clients: int, seconds: float, max_requests: int
+    url: str,
+    bodies: list[tuple[bytes, str]],
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    *,
+    refused: list[float] | None = None,
 ) -> tuple[list[float], int, float]:
     """``clients`` threads, each sending the next request when the last answered, for ``seconds``.
 
-    Returns the latencies of successful requests, the error count and the wall time.
+    Returns the latencies of successful requests, the error count and the wall time; with
+    ``refused``, the latencies of 429 answers go there instead of counting as errors.
     """
     latencies: list[float] = []
     errors = 0
@@ -115,6 +145,8 @@ def closed_loop(
                 with lock:
                     if response.status_code == 200:
                         latencies.append(elapsed)
+                    elif response.status_code == 429 and refused is not None:
+                        refused.append(elapsed)
                     else:
                         errors += 1
 
@@ -211,6 +243,75 @@ def model_switch(predict_url: str, bodies: list[tuple[bytes, str]], repeats: int
     }
 
 
+def forward_limit(model: Path, cache: Path, images: list[bytes], seconds: float) -> dict[str, Any]:
+    """Images/s of the fastest installed runtime alone: one single-threaded stream per core.
+
+    The streams take the clients' images in turn, letterboxed as the server does, so both sides
+    do the same mix of input shapes.
+    """
+    import cv2  # noqa: PLC0415  (heavy imports of the server package, only for this line)
+    import numpy as np  # noqa: PLC0415
+    from ailab_serving.engines import OnnxEngine, OpenVinoEngine, export_onnx  # noqa: PLC0415
+    from ailab_serving.images import letterbox, network_shape  # noqa: PLC0415
+    from ailab_serving.runtime import CPU_RUNTIMES, installed_packages  # noqa: PLC0415
+
+    cores = os.cpu_count() or 1
+    runtime = next(r for r in CPU_RUNTIMES if r in installed_packages())
+    onnx = export_onnx(model, cache, 640)
+    if runtime == "openvino":
+        engine: Any = OpenVinoEngine(onnx, workers=cores, threads=1, default_imgsz=640)
+    else:
+        engine = OnnxEngine(onnx, threads=1, default_imgsz=640)
+    batches = []
+    for image in images:
+        decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        batches.append(letterbox(decoded, network_shape(decoded.shape[:2], 640, 32, rect=True)).array[None])
+    counts = [0] * cores
+    for stream in range(cores):
+        for batch in batches:
+            engine.forward(batch, stream)
+    stop_at = time.perf_counter() + seconds
+
+    def stream_loop(stream: int) -> None:
+        while time.perf_counter() < stop_at:
+            engine.forward(batches[(counts[stream] + stream) % len(batches)], stream)
+            counts[stream] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=stream_loop, args=(i,)) for i in range(cores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rate = sum(counts) / (time.perf_counter() - started)
+    shapes = [list(b.shape) for b in batches]
+    return {"runtime": runtime, "streams": cores, "shapes": shapes, "images_per_s": round(rate, 2)}
+
+
+def overload(
+    url: str, bodies: list[tuple[bytes, str]], clients: int, seconds: float, delay_ms: float
+) -> Overload:
+    refused: list[float] = []
+    accepted, errors, wall = closed_loop(url, bodies, clients, seconds, 10**9, refused=refused)
+
+    def ms(values: list[float], q: float) -> float:
+        return round(percentile(values, q) * 1000, 1) if values else float("nan")
+
+    return Overload(
+        clients=clients,
+        queue_delay_ms=delay_ms,
+        seconds=round(wall, 2),
+        goodput=round(len(accepted) / wall, 2),
+        accepted=len(accepted),
+        refused=len(refused),
+        errors=errors,
+        accepted_p50_ms=ms(accepted, 0.5),
+        accepted_p99_ms=ms(accepted, 0.99),
+        refused_p50_ms=ms(refused, 0.5),
+        refused_p99_ms=ms(refused, 0.99),
+    )
+
+
 VARIANTS = {
     "server": {},  # the defaults: ONNX Runtime, one single-threaded worker per core, no batching
     "server-torch": {"AILAB_SERVE_BACKEND": "torch"},
@@ -233,11 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per level")
     parser.add_argument("--all", action="store_true", help="also run the torch and CPU-batching variants")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 clients, 6 requests each")
+    parser.add_argument(
+        "--queue-delay-ms", type=float, default=300, help="the server's queue deadline (overload line)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
+    overload_seconds = args.seconds
     if args.quick:
-        levels, args.seconds, args.max_requests, args.rounds = [1, 2], 30, 6, 1
+        levels, args.seconds, args.max_requests, args.rounds, overload_seconds = [1, 2], 30, 6, 1, 3
     variants = list(VARIANTS) if args.all else ["server"]
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -251,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         switches: dict[str, dict[str, float]] = {}
         targets = [("baseline", *baseline(models, work), "{base}/predict/{{model}}")]
         for name in variants:
-            targets.append((name, *server(models, work, name, VARIANTS[name]), "{base}/v1/predict/{{model}}"))
+            extra = {**VARIANTS[name], "AILAB_SERVE_MAX_QUEUE_DELAY_MS": str(args.queue_delay_ms)}
+            targets.append((name, *server(models, work, name, extra), "{base}/v1/predict/{{model}}"))
         with contextlib.ExitStack() as stack:
             # All servers run at once (idle ones cost nothing) and the measurements interleave in
             # short rounds, so a machine whose load changes (shared CI runners) treats them alike.
@@ -261,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 urls[name] = pattern.format(base=base)
                 for _ in range(3):  # load, warm up, fill caches
                     timed_post(urls[name].format(model="yolo_a"), bodies[0])
+            images = load_images()
+            limit_seconds = 3.0 if args.quick else args.seconds / 2
+            limits = [forward_limit(models / "yolo_a.pt", work / "forward", images, limit_seconds)]
             for clients in levels:
                 collected = {name: ([], 0, 0.0) for name in urls}
                 for _round in range(args.rounds):
@@ -282,17 +391,42 @@ def main(argv: list[str] | None = None) -> int:
                         f"p99 {run.p99_ms} ms, {run.errors} errors",
                         file=sys.stderr,
                     )
+            limits.append(forward_limit(models / "yolo_a.pt", work / "forward", images, limit_seconds))
+            limit = {
+                **limits[0],
+                "images_per_s": round(statistics.mean(x["images_per_s"] for x in limits), 2),
+            }
+            over = overload(
+                urls["server"].format(model="yolo_a"),
+                bodies,
+                10 * max(levels),
+                overload_seconds,
+                args.queue_delay_ms,
+            )
+            print(f"  overload: {over}", file=sys.stderr)
             for name, url in urls.items():
                 switches[name] = model_switch(url, bodies, 2 if args.quick else 6)
 
-    report = render(runs, switches, levels)
+    report = render(runs, switches, levels, limit, over)
     print(report)
     if args.json:
-        args.json.write_text(json.dumps({"runs": [asdict(r) for r in runs], "switch": switches}, indent=2))
-    return 0 if all(r.requests > 0 for r in runs) else 1
+        result = {
+            "runs": [asdict(r) for r in runs],
+            "switch": switches,
+            "forward_limit": limit,
+            "overload": asdict(over),
+        }
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if all(r.requests > 0 for r in runs) and over.accepted > 0 else 1
 
 
-def render(runs: list[Run], switches: dict[str, dict[str, float]], levels: list[int]) -> str:
+def render(
+    runs: list[Run],
+    switches: dict[str, dict[str, float]],
+    levels: list[int],
+    limit: dict[str, Any],
+    over: Overload,
+) -> str:
     by = {(r.target, r.clients): r for r in runs}
     lines = [
         f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
@@ -313,6 +447,25 @@ def render(runs: list[Run], switches: dict[str, dict[str, float]], levels: list[
                 f"| {target} | {clients} | {run.throughput} | {ratio} | {run.p50_ms} | {run.p99_ms} | "
                 f"{spread} | {run.errors} |"
             )
+    top = by.get(("server", max(levels)))
+    share = f"{top.throughput / limit['images_per_s']:.0%}" if top and limit["images_per_s"] else "-"
+    lines += [
+        "",
+        f"Forward only ({limit['runtime']}, {limit['streams']} single-threaded streams, shapes "
+        f"{' and '.join('x'.join(map(str, s[2:])) for s in limit['shapes'])}): "
+        f"**{limit['images_per_s']} img/s**; the server at {max(levels)} clients reaches {share} of it.",
+        "",
+        f"Overload: {over.clients} clients, queue deadline {over.queue_delay_ms:g} ms, {over.seconds} s: "
+        f"goodput **{over.goodput} req/s**"
+        + (
+            f" ({over.goodput / top.throughput:.0%} of {max(levels)} clients)"
+            if top and top.throughput
+            else ""
+        )
+        + f", {over.accepted} accepted (p50 {over.accepted_p50_ms} ms, p99 {over.accepted_p99_ms} ms), "
+        f"{over.refused} refused with 429 (p50 {over.refused_p50_ms} ms, p99 {over.refused_p99_ms} ms), "
+        f"{over.errors} other errors.",
+    ]
     lines += [
         "",
         "| target | cold switch ms | same model ms | alternating two models ms |",
