@@ -58,6 +58,7 @@ Target = tuple[str, contextlib.AbstractContextManager[None]]  # base URL, runnin
 @dataclass
 class Overload:
     clients: int
+    backoff: bool  # clients wait the Retry-After of a 429 (True) or resend at once (False)
     queue_delay_ms: float
     seconds: float
     goodput: float  # accepted (200) requests per second
@@ -116,11 +117,13 @@ def closed_loop(
     max_requests: int,
     *,
     refused: list[float] | None = None,
+    backoff: bool = False,
 ) -> tuple[list[float], int, float]:
     """``clients`` threads, each sending the next request when the last answered, for ``seconds``.
 
     Returns the latencies of successful requests, the error count and the wall time; with
-    ``refused``, the latencies of 429 answers go there instead of counting as errors.
+    ``refused``, the latencies of 429 answers go there instead of counting as errors. With
+    ``backoff`` a client waits the ``Retry-After`` of a 429 before its next request.
     """
     latencies: list[float] = []
     errors = 0
@@ -149,6 +152,10 @@ def closed_loop(
                         refused.append(elapsed)
                     else:
                         errors += 1
+                if backoff and response.status_code == 429:
+                    time.sleep(
+                        min(float(response.headers["retry-after"]), max(0.0, stop_at - time.perf_counter()))
+                    )
 
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -289,16 +296,19 @@ def forward_limit(model: Path, cache: Path, images: list[bytes], seconds: float)
 
 
 def overload(
-    url: str, bodies: list[tuple[bytes, str]], clients: int, seconds: float, delay_ms: float
+    url: str, bodies: list[tuple[bytes, str]], clients: int, seconds: float, delay_ms: float, *, backoff: bool
 ) -> Overload:
     refused: list[float] = []
-    accepted, errors, wall = closed_loop(url, bodies, clients, seconds, 10**9, refused=refused)
+    accepted, errors, wall = closed_loop(
+        url, bodies, clients, seconds, 10**9, refused=refused, backoff=backoff
+    )
 
     def ms(values: list[float], q: float) -> float:
         return round(percentile(values, q) * 1000, 1) if values else float("nan")
 
     return Overload(
         clients=clients,
+        backoff=backoff,
         queue_delay_ms=delay_ms,
         seconds=round(wall, 2),
         goodput=round(len(accepted) / wall, 2),
@@ -396,28 +406,33 @@ def main(argv: list[str] | None = None) -> int:
                 **limits[0],
                 "images_per_s": round(statistics.mean(x["images_per_s"] for x in limits), 2),
             }
-            over = overload(
-                urls["server"].format(model="yolo_a"),
-                bodies,
-                10 * max(levels),
-                overload_seconds,
-                args.queue_delay_ms,
-            )
-            print(f"  overload: {over}", file=sys.stderr)
+            overloads = [
+                overload(
+                    urls["server"].format(model="yolo_a"),
+                    bodies,
+                    10 * max(levels),
+                    overload_seconds,
+                    args.queue_delay_ms,
+                    backoff=backoff,
+                )
+                for backoff in (False, True)
+            ]
+            for over in overloads:
+                print(f"  overload: {over}", file=sys.stderr)
             for name, url in urls.items():
                 switches[name] = model_switch(url, bodies, 2 if args.quick else 6)
 
-    report = render(runs, switches, levels, limit, over)
+    report = render(runs, switches, levels, limit, overloads)
     print(report)
     if args.json:
         result = {
             "runs": [asdict(r) for r in runs],
             "switch": switches,
             "forward_limit": limit,
-            "overload": asdict(over),
+            "overload": [asdict(o) for o in overloads],
         }
         args.json.write_text(json.dumps(result, indent=2))
-    return 0 if all(r.requests > 0 for r in runs) and over.accepted > 0 else 1
+    return 0 if all(r.requests > 0 for r in runs) and all(o.accepted > 0 for o in overloads) else 1
 
 
 def render(
@@ -425,7 +440,7 @@ def render(
     switches: dict[str, dict[str, float]],
     levels: list[int],
     limit: dict[str, Any],
-    over: Overload,
+    overloads: list[Overload],
 ) -> str:
     by = {(r.target, r.clients): r for r in runs}
     lines = [
@@ -454,18 +469,22 @@ def render(
         f"Forward only ({limit['runtime']}, {limit['streams']} single-threaded streams, shapes "
         f"{' and '.join('x'.join(map(str, s[2:])) for s in limit['shapes'])}): "
         f"**{limit['images_per_s']} img/s**; the server at {max(levels)} clients reaches {share} of it.",
-        "",
-        f"Overload: {over.clients} clients, queue deadline {over.queue_delay_ms:g} ms, {over.seconds} s: "
-        f"goodput **{over.goodput} req/s**"
-        + (
-            f" ({over.goodput / top.throughput:.0%} of {max(levels)} clients)"
-            if top and top.throughput
-            else ""
-        )
-        + f", {over.accepted} accepted (p50 {over.accepted_p50_ms} ms, p99 {over.accepted_p99_ms} ms), "
-        f"{over.refused} refused with 429 (p50 {over.refused_p50_ms} ms, p99 {over.refused_p99_ms} ms), "
-        f"{over.errors} other errors.",
     ]
+    for over in overloads:
+        clients = "wait Retry-After after a 429" if over.backoff else "resend at once after a 429"
+        lines += [
+            "",
+            f"Overload: {over.clients} clients that {clients}, queue deadline {over.queue_delay_ms:g} ms, "
+            f"{over.seconds} s: goodput **{over.goodput} req/s**"
+            + (
+                f" ({over.goodput / top.throughput:.0%} of {max(levels)} clients)"
+                if top and top.throughput
+                else ""
+            )
+            + f", {over.accepted} accepted (p50 {over.accepted_p50_ms} ms, p99 {over.accepted_p99_ms} ms), "
+            f"{over.refused} refused with 429 (p50 {over.refused_p50_ms} ms, p99 {over.refused_p99_ms} ms), "
+            f"{over.errors} other errors.",
+        ]
     lines += [
         "",
         "| target | cold switch ms | same model ms | alternating two models ms |",

@@ -25,3 +25,7 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert {r["target"] for r in result["runs"]} == {"baseline", "server"}
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in result["runs"])
     assert set(result["switch"]) == {"baseline", "server"}
+    # The lines that put the server against the machine: forward-only limit and overload.
+    assert result["forward_limit"]["images_per_s"] > 0 and "Forward only (" in done.stdout
+    assert [o["backoff"] for o in result["overload"]] == [False, True]
+    assert all(o["accepted"] > 0 and o["errors"] == 0 for o in result["overload"])
