@@ -188,7 +188,6 @@ class InferenceService:
             raise self._refuse("queue_full", str(exc), 429) from exc
         except QueueClosedError as exc:
             raise self._refuse("stopping", str(exc), 503) from exc
-        expires = math.inf if max_queue_delay_s is None else time.perf_counter() + max_queue_delay_s
         reservation = _Reservation(self.queue, len(images))
         try:
             async with asyncio.TaskGroup() as group:
@@ -200,7 +199,7 @@ class InferenceService:
                             params,
                             keep_image=keep_images,
                             deadline=deadline,
-                            expires=expires,
+                            max_queue_delay_s=max_queue_delay_s,
                             reservation=reservation,
                         )
                     )
@@ -221,7 +220,7 @@ class InferenceService:
         *,
         keep_image: bool,
         deadline: float,
-        expires: float,
+        max_queue_delay_s: float | None,
         reservation: _Reservation,
     ) -> ImageResult:
         loop = asyncio.get_running_loop()
@@ -236,6 +235,8 @@ class InferenceService:
         t1 = time.perf_counter()
         # Batchable jobs share a key; a fixed-shape export (batch 1) never batches.
         key = (model.key, lb.shape) if info.dynamic else (model.key, id(lb))
+        # The deadline bounds the time in the queue, counted from the moment the image enters it.
+        expires = math.inf if max_queue_delay_s is None else time.perf_counter() + max_queue_delay_s
         job = Job(key=key, payload=_Payload(model, lb.array, params), expires=expires)
         try:
             reservation.put(job)

@@ -189,9 +189,10 @@ def test_a_request_that_would_wait_past_its_deadline_is_refused_at_once(authed: 
     before = metric(authed, r'ailab_rejected_total\{reason="queue_(?:delay|timeout)"\}')
     inferred_before = metric(authed, r'ailab_images_total\{model="circles"\}')
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        # Three sizes, three input shapes: the worker cannot batch them into one pass.
         backlog = [
-            pool.submit(authed.post, "/v1/predict/circles", files=slow, data={"imgsz": "640"})
-            for _ in range(3)
+            pool.submit(authed.post, "/v1/predict/circles", files=slow, data={"imgsz": size})
+            for size in ("640", "608", "576")
         ]
         deadline = time.monotonic() + 60
         while metric(authed, "ailab_queue_depth") < 2 and time.monotonic() < deadline:

@@ -37,7 +37,9 @@ def test_the_plain_install_serves_a_pt_on_cpu(plain_bin: Path, tmp_path: Path) -
         "AILAB_SERVE_CACHE_DIR": str(tmp_path / "cache"),
         "AILAB_SERVE_DEVICE": "cpu",
         "YOLO_CONFIG_DIR": str(tmp_path / "yolo"),
-        # Nothing of the repository's environment may leak into the plain one.
+        # Nothing of the repository's environment may leak into the plain one (no MLflow there).
+        "MLFLOW_TRACKING_URI": "",
+        "AILAB_SERVE_MLFLOW_URI": "",
         "PYTHONPATH": "",
         "VIRTUAL_ENV": str(VENV),
         "PATH": os.pathsep.join([str(plain_bin), "/usr/bin", "/bin"]),

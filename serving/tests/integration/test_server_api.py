@@ -80,7 +80,7 @@ def test_predict_json(client: httpx.Client, shapes_jpeg: bytes) -> None:
         "circles",
         "1",
         "detect",
-        "onnx",
+        "openvino",
     )
     (image,) = body["images"]
     assert (image["width"], image["height"]) == (640, 480)
