@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,15 @@ def multipart(image: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def run_threads(target: Callable[[int], None], count: int) -> None:
+    """Run ``target(0) .. target(count - 1)`` in threads and wait for all of them."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -158,11 +167,7 @@ def closed_loop(
                     )
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(client, clients)
     return latencies, errors, time.perf_counter() - started
 
 
@@ -287,11 +292,7 @@ def forward_limit(model: Path, cache: Path, images: list[bytes], seconds: float)
             counts[stream] += 1
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=stream_loop, args=(i,)) for i in range(cores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(stream_loop, cores)
     rate = sum(counts) / (time.perf_counter() - started)
     shapes = [list(b.shape) for b in batches]
     return {"runtime": runtime, "streams": cores, "shapes": shapes, "images_per_s": round(rate, 2)}

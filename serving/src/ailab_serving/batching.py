@@ -150,8 +150,7 @@ class BatchQueue:
     def _drop_dead(self) -> None:
         """Drop abandoned jobs and fail those past their queue deadline, wherever they are."""
         now = time.perf_counter()
-        if any(_dead(job, now) for job in self._jobs):
-            self._jobs = collections.deque(job for job in self._jobs if not _dead(job, now))
+        self._jobs = collections.deque(job for job in self._jobs if not _dead(job, now))
 
 
 def _dead(job: Job, now: float) -> bool:

@@ -132,12 +132,12 @@ class InferenceService:
             raise self._refuse("stopping", "server is shutting down", 503)
         if self._inflight >= self.settings.max_inflight_requests:
             raise self._refuse("inflight", f"too many requests in flight ({self._inflight})", 503)
-        self._check_queue(images, max_queue_delay_s)
-
-    def _check_queue(self, images: int, max_queue_delay_s: float | None) -> None:
         if self.queue.waiting + images > self.queue.maxsize:
             waiting, size = self.queue.waiting, self.queue.maxsize
             raise self._refuse("queue_full", f"inference queue full ({waiting} of {size} images)", 429)
+        self._check_delay(images, max_queue_delay_s)
+
+    def _check_delay(self, images: int, max_queue_delay_s: float | None) -> None:
         if max_queue_delay_s is not None:
             wait = self.estimated_wait_s(images)
             if wait > max_queue_delay_s:
@@ -181,7 +181,8 @@ class InferenceService:
         """
         if deadline is None:
             deadline = time.monotonic() + self.settings.request_timeout_s
-        self._check_queue(len(images), max_queue_delay_s)
+        # The queue bound itself is checked by the reservation, atomically with taking the places.
+        self._check_delay(len(images), max_queue_delay_s)
         try:
             self.queue.reserve(len(images))
         except QueueFullError as exc:
