@@ -11,6 +11,7 @@ MODULES = [
     "label_studio_tasks",
     "label_studio_export",
     "mlflow_model",
+    "gpu_facts",
     "service_ready",
 ]
 SECRET_WORDS = ("token", "secret", "password", "access_key")
