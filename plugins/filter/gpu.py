@@ -213,6 +213,7 @@ def _verdict(gpu_node, job, pods, node, observed):
     requested = observed.get("requested", 1)
     logs = observed.get("logs") or {}
     events = observed.get("events") or []
+    namespace = observed.get("namespace") or "nvidia-device-plugin"
     name = gpu_node["name"]
     pods = sorted(pods or [], key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
     pod = pods[-1] if pods else None
@@ -242,8 +243,8 @@ def _verdict(gpu_node, job, pods, node, observed):
         if allocatable == 0:
             cause = (
                 f"Pending: node {name} has 0 allocatable {GPU_RESOURCE}: the device plugin is not running "
-                f"on that node (is it labelled {PRESENT_LABEL}=true? kubectl -n {observed.get('namespace', 'nvidia-device-plugin')} get pods -o wide "
-                "-l app.kubernetes.io/name=nvidia-device-plugin)"
+                f"on that node (is it labelled {PRESENT_LABEL}=true? kubectl -n {namespace} get pods "
+                "-o wide -l app.kubernetes.io/name=nvidia-device-plugin)"
             )
         else:
             cause = (
