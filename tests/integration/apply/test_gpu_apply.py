@@ -75,9 +75,15 @@ def _vars(charts: Path, **extra: Any) -> dict[str, Any]:
 def gpu_run(playbook: Callable[..., Any], shared_charts: Path) -> Callable[..., Any]:
     """Run gpu.yml's controller play only, with lab-gpu-1's facts as host variables."""
 
-    def run(*, check: bool = True, **extra: Any) -> Any:
+    def run(*args: str, check: bool = True, **extra: Any) -> Any:
         return playbook(
-            PLAYBOOK, _vars(shared_charts, **extra), "--limit", "localhost", check=check, host_vars=HOST_VARS
+            PLAYBOOK,
+            _vars(shared_charts, **extra),
+            "--limit",
+            "localhost",
+            *args,
+            check=check,
+            host_vars=HOST_VARS,
         )
 
     return run
@@ -110,6 +116,19 @@ def _smoke_pods(api: client.ApiClient) -> list[Any]:
 def _nvidia_labels(api: client.ApiClient, node: str) -> dict[str, str]:
     labels = client.CoreV1Api(api).read_node(node).metadata.labels
     return {k: v for k, v in labels.items() if k.startswith("nvidia.com/")}
+
+
+def test_check_mode_changes_nothing(
+    gpu_node: str, gpu_run: Callable[..., Any], kube_api: client.ApiClient, helm: Any
+) -> None:
+    # Runs before the install (the module's first test): the cluster has no GPU layer yet.
+    run = gpu_run("--check")
+    assert run.recap()["changed"] > 0  # it reports what it would do ...
+    assert "nvidia-device-plugin" not in [r["name"] for r in json.loads(helm("list", "-A", "-o", "json"))]
+    assert _nvidia_labels(kube_api, gpu_node) == {}  # ... and does none of it
+    with pytest.raises(ApiException) as err:
+        client.CoreV1Api(kube_api).read_namespace(NAMESPACE)
+    assert err.value.status == 404
 
 
 def test_install_creates_the_runtime_class_the_release_and_the_labels(
