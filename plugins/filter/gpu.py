@@ -220,11 +220,13 @@ def _verdict(gpu_node, job, pods, node, observed):
     pod_name = (pod or {}).get("metadata", {}).get("name")
     phase = (pod or {}).get("status", {}).get("phase")
     log = (logs or {}).get(pod_name) or ""
-    involved = {pod_name, (job or {}).get("metadata", {}).get("name")}
+    # By UID: a re-created Job has the name of the one before, and its old events.
+    uids = [(obj or {}).get("metadata", {}).get("uid") for obj in (pod, job)]
+    involved = {uid for uid in uids if uid}
     event_lines = [
         f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}".strip()
         for e in sorted(events or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-        if (e.get("involvedObject") or {}).get("name") in involved
+        if (e.get("involvedObject") or {}).get("uid") in involved
     ]
     allocatable = _capacity(node or {}, "allocatable")
     condition = _job_condition(job or {})

@@ -71,7 +71,10 @@ def test_label_patch_records_only_labels_it_added_and_removal_deletes_those() ->
 
 def _job(name: str, settings: str, condition: str | None = None) -> dict[str, Any]:
     status = {"conditions": [{"type": condition, "status": "True"}]} if condition else {}
-    return {"metadata": {"name": name, "annotations": {"s": settings}}, "status": status}
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "annotations": {"s": settings}},
+        "status": status,
+    }
 
 
 def test_smoke_plan_keeps_passed_jobs_and_reruns_the_rest() -> None:
@@ -96,7 +99,7 @@ def test_unfinished_jobs() -> None:
 def _pod(job: str, phase: str, exit_code: int | None = None) -> dict[str, Any]:
     state = {"terminated": {"exitCode": exit_code}} if exit_code is not None else {}
     return {
-        "metadata": {"name": f"{job}-x1", "labels": {"job-name": job}},
+        "metadata": {"name": f"{job}-x1", "uid": "uid-pod", "labels": {"job-name": job}},
         "status": {"phase": phase, "containerStatuses": [{"state": state}]},
     }
 
@@ -109,12 +112,14 @@ def _verdict(pod_phase: str, log: str = "", gpus: int = 1, **kwargs: Any) -> dic
         "pods": [_pod("nvidia-smoke-g", pod_phase, kwargs.get("exit_code"))],
         "logs": {"nvidia-smoke-g-x1": log},
         "events": [
+            {"involvedObject": {"uid": "uid-pod"}, "type": "Warning", "reason": "FailedScheduling"},
+            {"involvedObject": {"uid": "uid-nvidia-smoke-g"}, "type": "Normal", "reason": "SuccessfulCreate"},
+            # The Job of an earlier run had the same name.
             {
-                "involvedObject": {"name": "nvidia-smoke-g-x1"},
-                "type": "Warning",
-                "reason": "FailedScheduling",
+                "involvedObject": {"name": "nvidia-smoke-g", "uid": "old"},
+                "type": "Normal",
+                "reason": "Unrelated",
             },
-            {"involvedObject": {"name": "other"}, "type": "Normal", "reason": "Unrelated"},
         ],
         "nodes": [_node("g", gpus=gpus)],
         "requested": kwargs.get("requested", 1),
@@ -133,6 +138,7 @@ def test_verdict_names_the_likely_cause() -> None:
     nvml = _verdict("Failed", "Failed to initialize NVML: Unknown Error", exit_code=9)
     assert not nvml["ok"] and "could not load NVML" in nvml["cause"]
     assert "Failed to initialize NVML" in nvml["report"] and "FailedScheduling" in nvml["report"]
+    assert "SuccessfulCreate" in nvml["report"]
     assert "Unrelated" not in nvml["report"]
     assert "exit code 4" in _verdict("Failed", "boom", exit_code=4)["cause"]
     assert (
