@@ -13,7 +13,11 @@ simulate is done by small stand-ins, named as such below:
   MetalLB ``IPAddressPool`` objects (or a fallback range), as MetalLB's controller would;
 * PVC binding: :class:`VolumeStandIn` provisions a hostPath PV for each pending claim, as
   k3s's local-path provisioner would, and deletes it once released;
-* pod logs are not simulated: nothing here reads them.
+* pod logs: kwok's kubelet API serves every container's log from one file (a ``ClusterLogs``
+  object in kwok's config), whose text :meth:`ControlPlane.pod_log` sets; ``kubectl logs`` goes
+  through the API server to kwok as it would to a kubelet;
+* a failing container: a pod annotated ``ailab.test/exit-code`` ends ``Failed`` with that exit
+  code (a kwok stage in ``kwok-stages.yaml``) instead of ``Succeeded``.
 
 Use it as a context manager (``with ControlPlane(...) as cp:``), from the pytest fixture in
 ``tests/integration/apply/conftest.py``, or from the command line (``up.sh``/``down.sh``)::
@@ -43,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 SERVICE_CIDR = "10.43.0.0/16"  # k3s's default service range
 POD_CIDR = "10.42.0.1/16"  # k3s's default pod range; kwok hands pod IPs out of it
 STANDIN_ANNOTATION = "ailab.test/stand-in"
+# A pod with this annotation ends Failed with its value as exit code (kwok-stages.yaml).
+EXIT_CODE_ANNOTATION = "ailab.test/exit-code"
 
 
 class ControlPlaneError(RuntimeError):
@@ -603,7 +610,7 @@ class ControlPlane:
         wait_for("kube-apiserver /readyz", lambda: self._get_text("/readyz") == "ok", self.start_timeout)
         self._start_controller_manager(pki)
         self._start_scheduler(pki)
-        self._start_kwok()
+        self._start_kwok(self._write_log_config())
         if self.storage_class:
             self._create_storage_class(self.storage_class)
         self._standins = [
@@ -751,6 +758,9 @@ class ControlPlane:
                 # Stand-in for webhook servers: none can run behind kwok's fake pods, and MetalLB's
                 # validating webhook fails closed, so the webhook admission plugins are off.
                 "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+                # kwok registers a node's name as its Hostname address, which does not resolve:
+                # reach its kubelet API (pod logs) on the InternalIP, 127.0.0.1.
+                "--kubelet-preferred-address-types=InternalIP",
                 # The endpoint reconciler refuses a loopback address for the kubernetes Service.
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
@@ -802,13 +812,48 @@ class ControlPlane:
         )
         self._wait_healthz(proc, port)
 
-    def _start_kwok(self) -> None:
+    @property
+    def _pod_log_file(self) -> Path:
+        return self.workdir / "pod-logs" / "containers.log"
+
+    def _write_log_config(self) -> Path:
+        """Write kwok's ClusterLogs config: every container's log is ``_pod_log_file``."""
+        self._pod_log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._pod_log_file.write_text("")
+        config = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "container-logs"},
+            # No selector and no container names: this log serves every container of every pod.
+            "spec": {"logs": [{"logsFile": str(self._pod_log_file)}]},
+        }
+        path = self.workdir / "kwok-logs.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        return path
+
+    @contextmanager
+    def pod_log(self, text: str) -> Iterator[None]:
+        """Serve ``text`` as the log of every container (``kubectl logs``) until the block ends.
+
+        kwok reads the file at each request, in the CRI log format a kubelet reads from
+        containerd; the log is empty again afterwards.
+        """
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+        lines = [f"{stamp} stdout F {line}\n" for line in text.splitlines()]
+        self._pod_log_file.write_text("".join(lines))
+        try:
+            yield
+        finally:
+            self._pod_log_file.write_text("")
+
+    def _start_kwok(self, log_config: Path) -> None:
         port = free_port()
         self._spawn(
             "kwok",
             [
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={KWOK_STAGES}",
+                f"--config={log_config}",
                 "--manage-all-nodes=true",
                 # kwok renews each node's Lease, so the node lifecycle controller keeps them Ready.
                 "--node-lease-duration-seconds=40",

@@ -80,6 +80,10 @@ class KubeCluster:
         spec = NodeSpec(name, dict(labels or {}), tuple(taints), dict(capacity or {}), control_plane)
         self.control_plane.add_node(spec)
 
+    def pod_log(self, text: str) -> Any:
+        """Context manager: kwok serves ``text`` as every container's log (``kubectl logs``)."""
+        return self.control_plane.pod_log(text)
+
     def remove_node(self, name: str) -> None:
         """Delete the node from the API (a host that left the cluster) and wait until it is gone."""
         self.control_plane.remove_node(name)
@@ -135,9 +139,20 @@ class PlaybookRun:
         return self.stdout[-chars:] + self.stderr[-2000:]
 
 
-def write_inventory(directory: Path, kube_cluster: KubeCluster, extra_vars: Mapping[str, Any]) -> Path:
-    """Write the 3-node lab inventory (the hosts are never contacted by the API-side plays)."""
+def write_inventory(
+    directory: Path,
+    kube_cluster: KubeCluster,
+    extra_vars: Mapping[str, Any],
+    host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write the 3-node lab inventory (the hosts are never contacted by the API-side plays).
+
+    ``host_vars`` adds variables to hosts of the lab, e.g. the ``ailab_gpu`` facts a host play
+    would have gathered.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    host_vars = host_vars or {}
+    address = {"ansible_host": "127.0.0.1"}
     inventory = {
         "all": {
             "hosts": {
@@ -146,11 +161,11 @@ def write_inventory(directory: Path, kube_cluster: KubeCluster, extra_vars: Mapp
             "children": {
                 "cluster": {
                     "children": {
-                        "server": {"hosts": {"lab-server": {"ansible_host": "127.0.0.1"}}},
+                        "server": {"hosts": {"lab-server": {**address, **host_vars.get("lab-server", {})}}},
                         "agent": {
                             "hosts": {
-                                "lab-cpu-1": {"ansible_host": "127.0.0.1"},
-                                "lab-gpu-1": {"ansible_host": "127.0.0.1"},
+                                "lab-cpu-1": {**address, **host_vars.get("lab-cpu-1", {})},
+                                "lab-gpu-1": {**address, **host_vars.get("lab-gpu-1", {})},
                             }
                         },
                     }
@@ -211,13 +226,20 @@ def playbook(kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
     """Call as ``playbook("playbooks/platform.yml", {inventory vars}, *args, check=True)``.
 
     Each call writes a fresh 3-node inventory with ``lab_kubeconfig`` pointing at the control
-    plane and the given variables, and returns a :class:`PlaybookRun`.
+    plane and the given variables (``host_vars={host: {...}}`` for per-host ones), and returns a
+    :class:`PlaybookRun`.
     """
 
     def run(
-        path: str, extra_vars: Mapping[str, Any] | None = None, *args: str, check: bool = True
+        path: str,
+        extra_vars: Mapping[str, Any] | None = None,
+        *args: str,
+        check: bool = True,
+        host_vars: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> PlaybookRun:
-        inventory = write_inventory(tmp_path_factory.mktemp("inventory"), kube_cluster, extra_vars or {})
+        inventory = write_inventory(
+            tmp_path_factory.mktemp("inventory"), kube_cluster, extra_vars or {}, host_vars
+        )
         return run_playbook(kube_cluster, ROOT / path, inventory, *args, check=check)
 
     return run

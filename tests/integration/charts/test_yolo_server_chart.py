@@ -9,53 +9,29 @@ real API server is tests/integration/apply/test_serving_apply.py.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
-import yaml
+from chart_render import KUBE_VERSION, helm_binary, render_chart
+from chart_render import role_values as _role_values
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "serving" / "chart"
-KUBE_VERSION = "1.33.0"
-VENV_BIN = Path(sys.executable).parent
-
-
-def _helm() -> str:
-    built = ROOT / "tests" / "kube" / ".build" / "bin" / "helm"
-    if built.is_file():
-        return str(built)
-    found = shutil.which("helm")
-    if found:
-        return found
-    pytest.fail(f"no helm: run `make kube-build` (builds {built}) or put helm v3 on PATH")
-
-
-def _values_args(values: dict[str, Any], tmp_path: Path) -> list[str]:
-    path = tmp_path / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return ["--values", str(path)]
 
 
 def render(tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """helm template the chart; return the objects, each validated strictly for 1.33."""
-    cmd = [_helm(), "template", "yolo", str(CHART), "--namespace", "ailab-serving"]
-    cmd += ["--kube-version", KUBE_VERSION, *_values_args(values or {}, tmp_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
-    assert out.returncode == 0, out.stderr
-    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
-    for obj in objects:
-        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # no schema in kubernetes-validate; asserted in its own test
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-    return objects
+    """helm template the chart; return the objects, validated strictly for 1.33 (but the
+    ServiceMonitor: no schema in kubernetes-validate; asserted in its own test)."""
+    return render_chart(
+        CHART,
+        "yolo",
+        "ailab-serving",
+        tmp_path,
+        values=values,
+        unvalidated=lambda obj: obj["apiVersion"].startswith("monitoring.coreos.com/"),
+    )
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -75,45 +51,13 @@ def env_of(server: dict[str, Any]) -> dict[str, Any]:
 
 def role_values(tmp_path: Path, extra_vars: dict[str, Any]) -> dict[str, Any]:
     """The chart values roles/yolo_server computes with the shipped lab inventory and these variables."""
-    out_file = tmp_path / "role-values.json"
-    playbook = tmp_path / "values.yml"
-    playbook.write_text(
-        textwrap.dedent(f"""\
-        - name: Compute the yolo_server chart values
-          hosts: localhost
-          connection: local
-          gather_facts: false
-          tasks:
-            - name: Run the role's values step
-              ansible.builtin.include_role:
-                name: ailab.platform.yolo_server
-                tasks_from: values.yml
-            - name: Write the values
-              ansible.builtin.copy:
-                content: "{{{{ yolo_server_chart_values | to_json }}}}"
-                dest: {out_file}
-                mode: "0600"
-        """)
-    )
-    link = ROOT / ".collections" / "ansible_collections" / "ailab" / "platform"
-    if not link.exists():
-        pytest.fail(f"{link} is missing: run `make collection`")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    inventory = str(ROOT / "inventories" / "lab")
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out_file.read_text())
+    return _role_values(tmp_path, "yolo_server", "yolo_server_chart_values", extra_vars)
 
 
 def test_helm_lint_is_clean() -> None:
     for flags in ([], ["--set", "gpu.enabled=true", "--set", "autoscaling.enabled=true"]):
         out = subprocess.run(
-            [_helm(), "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, *flags],
+            [helm_binary(), "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, *flags],
             capture_output=True,
             text=True,
             check=False,
@@ -266,7 +210,7 @@ def test_api_key_and_autoscaling(tmp_path: Path) -> None:
 )
 def test_bad_values_fail_with_the_key(flags: list[str], words: list[str]) -> None:
     out = subprocess.run(
-        [_helm(), "template", "yolo", str(CHART), "--kube-version", KUBE_VERSION, *flags],
+        [helm_binary(), "template", "yolo", str(CHART), "--kube-version", KUBE_VERSION, *flags],
         capture_output=True,
         text=True,
         check=False,
