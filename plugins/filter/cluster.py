@@ -169,16 +169,23 @@ def kubeconfig_server(kubeconfig, address, name=None):
 def cluster_node_names(hosts, hostvars):
     """Return the Kubernetes node name of each inventory host, in inventory order.
 
-    A host's ``k3s_node_name`` wins; else its gathered hostname (what k3s and microk8s register);
-    else the inventory name (a host whose facts were not gathered, e.g. outside ``--limit``).
+    The name k3s registers: ``node-name`` (``k3s_node_name``, else ``node-name`` in the host's
+    ``k3s_server_config``/``k3s_agent_config``); else the machine's host name as the kernel
+    reports it (``ansible_facts.nodename``, a full name such as ``gpu1.lab.example`` when the
+    host is named so), lower-cased like k3s and the kubelet do; else the inventory name (a host
+    whose facts were not gathered, e.g. outside ``--limit``).
     """
     names = []
     for host in hosts or []:
         variables = hostvars.get(host) or {}
         name = variables.get("k3s_node_name")
+        for config in ("k3s_server_config", "k3s_agent_config"):
+            if not name and isinstance(variables.get(config), dict):
+                name = variables[config].get("node-name")
         if not name:
             facts = variables.get("ansible_facts") or {}
-            name = facts.get("hostname") or variables.get("ansible_hostname")
+            hostname = facts.get("nodename") or variables.get("ansible_nodename")
+            name = str(hostname).lower() if hostname else None
         names.append(str(name or host))
     return names
 

@@ -164,11 +164,24 @@ class TestKubeconfigServer:
 class TestClusterNodeNames:
     def test_precedence(self):
         hostvars = {
-            "a": {"k3s_node_name": "custom", "ansible_facts": {"hostname": "ignored"}},
-            "b": {"ansible_facts": {"hostname": "b-host"}},
+            "a": {"k3s_node_name": "custom", "ansible_facts": {"nodename": "ignored"}},
+            "b": {"ansible_facts": {"nodename": "b-host"}},
             "c": {},
         }
         assert cluster.cluster_node_names(["a", "b", "c", "d"], hostvars) == ["custom", "b-host", "c", "d"]
+
+    def test_full_host_name_as_k3s_registers_it(self):
+        # k3s names the node after os.Hostname() (the kernel's nodename), lower-cased; Ansible's
+        # `hostname` fact is only the part before the first dot.
+        hostvars = {"gpu1": {"ansible_facts": {"hostname": "GPU1", "nodename": "GPU1.Lab.Example"}}}
+        assert cluster.cluster_node_names(["gpu1"], hostvars) == ["gpu1.lab.example"]
+
+    def test_node_name_in_the_k3s_config(self):
+        hostvars = {
+            "s": {"k3s_server_config": {"node-name": "cp-1"}, "ansible_facts": {"nodename": "s.lab"}},
+            "a": {"k3s_agent_config": {"node-name": "worker-1"}, "ansible_facts": {"nodename": "a.lab"}},
+        }
+        assert cluster.cluster_node_names(["s", "a"], hostvars) == ["cp-1", "worker-1"]
 
 
 def _node(name, ready="True"):
