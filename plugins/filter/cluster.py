@@ -190,6 +190,41 @@ def cluster_node_names(hosts, hostvars):
     return names
 
 
+def _taint_dict(taint):
+    """Return a taint as the API's {key, value, effect} (value left out when empty)."""
+    match = _TAINT_RE.match(_taint_text(taint))
+    result = {"key": match.group("key"), "effect": match.group("effect")}
+    if match.group("value"):
+        result["value"] = match.group("value")
+    return result
+
+
+def cluster_node_settings(hosts, hostvars):
+    """Return ``[{name, labels, taints}]``: what the inventory wants on each host's Node object.
+
+    ``name`` as ``cluster_node_names`` finds it; ``labels`` from ``k3s_node_labels`` (values as
+    strings); ``taints`` from ``k3s_node_taints`` as API dicts. k3s applies these at registration
+    only; the cluster_nodes role applies them through the API so that later changes reach the node.
+    """
+    settings = []
+    for host, name in zip(hosts or [], cluster_node_names(hosts, hostvars)):
+        variables = hostvars.get(host) or {}
+        labels = variables.get("k3s_node_labels") or {}
+        taints = variables.get("k3s_node_taints") or []
+        if not isinstance(labels, dict):
+            raise AnsibleFilterError(f"{host}: k3s_node_labels must be a dict of label: value")
+        if not isinstance(taints, list):
+            raise AnsibleFilterError(f"{host}: k3s_node_taints must be a list")
+        settings.append(
+            {
+                "name": name,
+                "labels": {str(key): str(value) for key, value in sorted(labels.items())},
+                "taints": [_taint_dict(taint) for taint in taints],
+            }
+        )
+    return settings
+
+
 def _ready_status(node):
     for condition in (node.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
@@ -247,6 +282,7 @@ class FilterModule:
             "api_url": api_url,
             "kubeconfig_server": kubeconfig_server,
             "cluster_node_names": cluster_node_names,
+            "cluster_node_settings": cluster_node_settings,
             "nodes_not_ready": nodes_not_ready,
             "microk8s_addons_to_enable": microk8s_addons_to_enable,
         }

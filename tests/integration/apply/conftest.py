@@ -135,9 +135,21 @@ class PlaybookRun:
         return self.stdout[-chars:] + self.stderr[-2000:]
 
 
-def write_inventory(directory: Path, kube_cluster: KubeCluster, extra_vars: Mapping[str, Any]) -> Path:
-    """Write the 3-node lab inventory (the hosts are never contacted by the API-side plays)."""
+def write_inventory(
+    directory: Path,
+    kube_cluster: KubeCluster,
+    extra_vars: Mapping[str, Any],
+    host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write the 3-node lab inventory (the hosts are never contacted by the API-side plays).
+
+    ``host_vars`` adds variables to the cluster hosts by name (e.g. their node labels).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+
+    def host(name: str) -> dict[str, Any]:
+        return {name: {"ansible_host": "127.0.0.1", **(host_vars or {}).get(name, {})}}
+
     inventory = {
         "all": {
             "hosts": {
@@ -146,13 +158,8 @@ def write_inventory(directory: Path, kube_cluster: KubeCluster, extra_vars: Mapp
             "children": {
                 "cluster": {
                     "children": {
-                        "server": {"hosts": {"lab-server": {"ansible_host": "127.0.0.1"}}},
-                        "agent": {
-                            "hosts": {
-                                "lab-cpu-1": {"ansible_host": "127.0.0.1"},
-                                "lab-gpu-1": {"ansible_host": "127.0.0.1"},
-                            }
-                        },
+                        "server": {"hosts": host("lab-server")},
+                        "agent": {"hosts": {**host("lab-cpu-1"), **host("lab-gpu-1")}},
                     }
                 },
                 "gpu": {"hosts": {"lab-gpu-1": {}}},
@@ -208,16 +215,22 @@ def run_playbook(
 
 @pytest.fixture(scope="session")
 def playbook(kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Call as ``playbook("playbooks/platform.yml", {inventory vars}, *args, check=True)``.
+    """Call as ``playbook("playbooks/platform.yml", {inventory vars}, *args, check=True, host_vars=…)``.
 
     Each call writes a fresh 3-node inventory with ``lab_kubeconfig`` pointing at the control
     plane and the given variables, and returns a :class:`PlaybookRun`.
     """
 
     def run(
-        path: str, extra_vars: Mapping[str, Any] | None = None, *args: str, check: bool = True
+        path: str,
+        extra_vars: Mapping[str, Any] | None = None,
+        *args: str,
+        check: bool = True,
+        host_vars: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> PlaybookRun:
-        inventory = write_inventory(tmp_path_factory.mktemp("inventory"), kube_cluster, extra_vars or {})
+        inventory = write_inventory(
+            tmp_path_factory.mktemp("inventory"), kube_cluster, extra_vars or {}, host_vars
+        )
         return run_playbook(kube_cluster, ROOT / path, inventory, *args, check=check)
 
     return run

@@ -184,6 +184,33 @@ class TestClusterNodeNames:
         assert cluster.cluster_node_names(["s", "a"], hostvars) == ["cp-1", "worker-1"]
 
 
+class TestClusterNodeSettings:
+    def test_labels_and_taints_per_node(self):
+        hostvars = {
+            "gpu1": {
+                "ansible_facts": {"nodename": "gpu1.lab"},
+                "k3s_node_labels": {"ailab.io/accelerator": "nvidia", "zone": 1},
+                "k3s_node_taints": ["nvidia.com/gpu=true:NoSchedule", {"key": "dedicated", "effect": "NoExecute"}],
+            },
+            "cpu1": {},
+        }
+        assert cluster.cluster_node_settings(["gpu1", "cpu1"], hostvars) == [
+            {
+                "name": "gpu1.lab",
+                "labels": {"ailab.io/accelerator": "nvidia", "zone": "1"},
+                "taints": [
+                    {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"},
+                    {"key": "dedicated", "effect": "NoExecute"},
+                ],
+            },
+            {"name": "cpu1", "labels": {}, "taints": []},
+        ]
+
+    def test_bad_taint_names_the_problem(self):
+        with pytest.raises(AnsibleFilterError, match="NoWhere"):
+            cluster.cluster_node_settings(["a"], {"a": {"k3s_node_taints": ["k=v:NoWhere"]}})
+
+
 def _node(name, ready="True"):
     return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
 
@@ -240,6 +267,7 @@ def test_filter_module_lists_every_filter():
         "api_url",
         "kubeconfig_server",
         "cluster_node_names",
+        "cluster_node_settings",
         "nodes_not_ready",
         "microk8s_addons_to_enable",
     }
