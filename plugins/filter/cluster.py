@@ -225,6 +225,28 @@ def cluster_node_settings(hosts, hostvars):
     return settings
 
 
+def serial_batch_size(serial, count):
+    """Return how many of ``count`` hosts one batch holds for a ``serial`` value.
+
+    ``serial`` is what the ``serial`` play keyword takes: a number of hosts (``2``) or a
+    percentage (``"25%"``), rounded down as Ansible does, at least 1. The cluster playbook
+    uses it because ``serial`` itself never sees inventory variables.
+    """
+    text = str(serial).strip()
+    try:
+        if text.endswith("%"):
+            size = int(float(text[:-1]) * int(count) / 100)
+        else:
+            size = int(text)
+    except ValueError:
+        raise AnsibleFilterError(
+            f"k3s_agent_serial: {serial!r} is neither a number of hosts (2) nor a percentage ('25%')"
+        ) from None
+    if size < 0 or (not text.endswith("%") and size == 0):
+        raise AnsibleFilterError(f"k3s_agent_serial: {serial!r} must be at least 1 host or above 0%")
+    return max(1, min(size, int(count))) if int(count) > 0 else 1
+
+
 def _ready_status(node):
     for condition in (node.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
@@ -283,6 +305,7 @@ class FilterModule:
             "kubeconfig_server": kubeconfig_server,
             "cluster_node_names": cluster_node_names,
             "cluster_node_settings": cluster_node_settings,
+            "serial_batch_size": serial_batch_size,
             "nodes_not_ready": nodes_not_ready,
             "microk8s_addons_to_enable": microk8s_addons_to_enable,
         }

@@ -211,6 +211,20 @@ class TestClusterNodeSettings:
             cluster.cluster_node_settings(["a"], {"a": {"k3s_node_taints": ["k=v:NoWhere"]}})
 
 
+class TestSerialBatchSize:
+    @pytest.mark.parametrize(
+        ("serial", "count", "size"),
+        [(1, 5, 1), ("2", 5, 2), ("100%", 5, 5), ("25%", 8, 2), ("30%", 5, 1), ("10%", 3, 1), (9, 3, 3)],
+    )
+    def test_sizes_like_ansible(self, serial, count, size):
+        assert cluster.serial_batch_size(serial, count) == size
+
+    @pytest.mark.parametrize("serial", ["half", "0", "-1"])
+    def test_bad_value_names_the_variable(self, serial):
+        with pytest.raises(AnsibleFilterError, match="k3s_agent_serial"):
+            cluster.serial_batch_size(serial, 4)
+
+
 def _node(name, ready="True"):
     return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
 
@@ -268,6 +282,7 @@ def test_filter_module_lists_every_filter():
         "kubeconfig_server",
         "cluster_node_names",
         "cluster_node_settings",
+        "serial_batch_size",
         "nodes_not_ready",
         "microk8s_addons_to_enable",
     }
