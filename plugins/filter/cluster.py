@@ -207,7 +207,7 @@ def cluster_node_settings(hosts, hostvars):
     only; the cluster_nodes role applies them through the API so that later changes reach the node.
     """
     settings = []
-    for host, name in zip(hosts or [], cluster_node_names(hosts, hostvars)):
+    for host, name in zip(hosts or [], cluster_node_names(hosts, hostvars), strict=True):
         variables = hostvars.get(host) or {}
         labels = variables.get("k3s_node_labels") or {}
         taints = variables.get("k3s_node_taints") or []
@@ -234,10 +234,7 @@ def serial_batch_size(serial, count):
     """
     text = str(serial).strip()
     try:
-        if text.endswith("%"):
-            size = int(float(text[:-1]) * int(count) / 100)
-        else:
-            size = int(text)
+        size = int(float(text[:-1]) * int(count) / 100) if text.endswith("%") else int(text)
     except ValueError:
         raise AnsibleFilterError(
             f"k3s_agent_serial: {serial!r} is neither a number of hosts (2) nor a percentage ('25%')"

@@ -190,7 +190,10 @@ class TestClusterNodeSettings:
             "gpu1": {
                 "ansible_facts": {"nodename": "gpu1.lab"},
                 "k3s_node_labels": {"ailab.io/accelerator": "nvidia", "zone": 1},
-                "k3s_node_taints": ["nvidia.com/gpu=true:NoSchedule", {"key": "dedicated", "effect": "NoExecute"}],
+                "k3s_node_taints": [
+                    "nvidia.com/gpu=true:NoSchedule",
+                    {"key": "dedicated", "effect": "NoExecute"},
+                ],
             },
             "cpu1": {},
         }
