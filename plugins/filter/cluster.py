@@ -169,18 +169,79 @@ def kubeconfig_server(kubeconfig, address, name=None):
 def cluster_node_names(hosts, hostvars):
     """Return the Kubernetes node name of each inventory host, in inventory order.
 
-    A host's ``k3s_node_name`` wins; else its gathered hostname (what k3s and microk8s register);
-    else the inventory name (a host whose facts were not gathered, e.g. outside ``--limit``).
+    The name k3s registers: ``node-name`` (``k3s_node_name``, else ``node-name`` in the host's
+    ``k3s_server_config``/``k3s_agent_config``); else the machine's host name as the kernel
+    reports it (``ansible_facts.nodename``, a full name such as ``gpu1.lab.example`` when the
+    host is named so), lower-cased like k3s and the kubelet do; else the inventory name (a host
+    whose facts were not gathered, e.g. outside ``--limit``).
     """
     names = []
     for host in hosts or []:
         variables = hostvars.get(host) or {}
         name = variables.get("k3s_node_name")
+        for config in ("k3s_server_config", "k3s_agent_config"):
+            if not name and isinstance(variables.get(config), dict):
+                name = variables[config].get("node-name")
         if not name:
             facts = variables.get("ansible_facts") or {}
-            name = facts.get("hostname") or variables.get("ansible_hostname")
+            hostname = facts.get("nodename") or variables.get("ansible_nodename")
+            name = str(hostname).lower() if hostname else None
         names.append(str(name or host))
     return names
+
+
+def _taint_dict(taint):
+    """Return a taint as the API's {key, value, effect} (value left out when empty)."""
+    match = _TAINT_RE.match(_taint_text(taint))
+    result = {"key": match.group("key"), "effect": match.group("effect")}
+    if match.group("value"):
+        result["value"] = match.group("value")
+    return result
+
+
+def cluster_node_settings(hosts, hostvars):
+    """Return ``[{name, labels, taints}]``: what the inventory wants on each host's Node object.
+
+    ``name`` as ``cluster_node_names`` finds it; ``labels`` from ``k3s_node_labels`` (values as
+    strings); ``taints`` from ``k3s_node_taints`` as API dicts. k3s applies these at registration
+    only; the cluster_nodes role applies them through the API so that later changes reach the node.
+    """
+    settings = []
+    for host, name in zip(hosts or [], cluster_node_names(hosts, hostvars), strict=True):
+        variables = hostvars.get(host) or {}
+        labels = variables.get("k3s_node_labels") or {}
+        taints = variables.get("k3s_node_taints") or []
+        if not isinstance(labels, dict):
+            raise AnsibleFilterError(f"{host}: k3s_node_labels must be a dict of label: value")
+        if not isinstance(taints, list):
+            raise AnsibleFilterError(f"{host}: k3s_node_taints must be a list")
+        settings.append(
+            {
+                "name": name,
+                "labels": {str(key): str(value) for key, value in sorted(labels.items())},
+                "taints": [_taint_dict(taint) for taint in taints],
+            }
+        )
+    return settings
+
+
+def serial_batch_size(serial, count):
+    """Return how many of ``count`` hosts one batch holds for a ``serial`` value.
+
+    ``serial`` is what the ``serial`` play keyword takes: a number of hosts (``2``) or a
+    percentage (``"25%"``), rounded down as Ansible does, at least 1. The cluster playbook
+    uses it because ``serial`` itself never sees inventory variables.
+    """
+    text = str(serial).strip()
+    try:
+        size = int(float(text[:-1]) * int(count) / 100) if text.endswith("%") else int(text)
+    except ValueError:
+        raise AnsibleFilterError(
+            f"k3s_agent_serial: {serial!r} is neither a number of hosts (2) nor a percentage ('25%')"
+        ) from None
+    if size < 0 or (not text.endswith("%") and size == 0):
+        raise AnsibleFilterError(f"k3s_agent_serial: {serial!r} must be at least 1 host or above 0%")
+    return max(1, min(size, int(count))) if int(count) > 0 else 1
 
 
 def _ready_status(node):
@@ -240,6 +301,8 @@ class FilterModule:
             "api_url": api_url,
             "kubeconfig_server": kubeconfig_server,
             "cluster_node_names": cluster_node_names,
+            "cluster_node_settings": cluster_node_settings,
+            "serial_batch_size": serial_batch_size,
             "nodes_not_ready": nodes_not_ready,
             "microk8s_addons_to_enable": microk8s_addons_to_enable,
         }

@@ -147,12 +147,14 @@ def write_inventory(
 ) -> Path:
     """Write the 3-node lab inventory (the hosts are never contacted by the API-side plays).
 
-    ``host_vars`` adds variables to hosts of the lab, e.g. the ``ailab_gpu`` facts a host play
-    would have gathered.
+    ``host_vars`` adds variables to the cluster hosts by name (e.g. their node labels, or the
+    ``ailab_gpu`` facts a host play would have gathered).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    host_vars = host_vars or {}
-    address = {"ansible_host": "127.0.0.1"}
+
+    def host(name: str) -> dict[str, Any]:
+        return {name: {"ansible_host": "127.0.0.1", **(host_vars or {}).get(name, {})}}
+
     inventory = {
         "all": {
             "hosts": {
@@ -161,13 +163,8 @@ def write_inventory(
             "children": {
                 "cluster": {
                     "children": {
-                        "server": {"hosts": {"lab-server": {**address, **host_vars.get("lab-server", {})}}},
-                        "agent": {
-                            "hosts": {
-                                "lab-cpu-1": {**address, **host_vars.get("lab-cpu-1", {})},
-                                "lab-gpu-1": {**address, **host_vars.get("lab-gpu-1", {})},
-                            }
-                        },
+                        "server": {"hosts": host("lab-server")},
+                        "agent": {"hosts": {**host("lab-cpu-1"), **host("lab-gpu-1")}},
                     }
                 },
                 "gpu": {"hosts": {"lab-gpu-1": {}}},
@@ -223,7 +220,7 @@ def run_playbook(
 
 @pytest.fixture(scope="session")
 def playbook(kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Call as ``playbook("playbooks/platform.yml", {inventory vars}, *args, check=True)``.
+    """Call as ``playbook("playbooks/platform.yml", {inventory vars}, *args, check=True, host_vars=…)``.
 
     Each call writes a fresh 3-node inventory with ``lab_kubeconfig`` pointing at the control
     plane and the given variables (``host_vars={host: {...}}`` for per-host ones), and returns a

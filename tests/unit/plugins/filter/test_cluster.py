@@ -164,11 +164,68 @@ class TestKubeconfigServer:
 class TestClusterNodeNames:
     def test_precedence(self):
         hostvars = {
-            "a": {"k3s_node_name": "custom", "ansible_facts": {"hostname": "ignored"}},
-            "b": {"ansible_facts": {"hostname": "b-host"}},
+            "a": {"k3s_node_name": "custom", "ansible_facts": {"nodename": "ignored"}},
+            "b": {"ansible_facts": {"nodename": "b-host"}},
             "c": {},
         }
         assert cluster.cluster_node_names(["a", "b", "c", "d"], hostvars) == ["custom", "b-host", "c", "d"]
+
+    def test_full_host_name_as_k3s_registers_it(self):
+        # k3s names the node after os.Hostname() (the kernel's nodename), lower-cased; Ansible's
+        # `hostname` fact is only the part before the first dot.
+        hostvars = {"gpu1": {"ansible_facts": {"hostname": "GPU1", "nodename": "GPU1.Lab.Example"}}}
+        assert cluster.cluster_node_names(["gpu1"], hostvars) == ["gpu1.lab.example"]
+
+    def test_node_name_in_the_k3s_config(self):
+        hostvars = {
+            "s": {"k3s_server_config": {"node-name": "cp-1"}, "ansible_facts": {"nodename": "s.lab"}},
+            "a": {"k3s_agent_config": {"node-name": "worker-1"}, "ansible_facts": {"nodename": "a.lab"}},
+        }
+        assert cluster.cluster_node_names(["s", "a"], hostvars) == ["cp-1", "worker-1"]
+
+
+class TestClusterNodeSettings:
+    def test_labels_and_taints_per_node(self):
+        hostvars = {
+            "gpu1": {
+                "ansible_facts": {"nodename": "gpu1.lab"},
+                "k3s_node_labels": {"ailab.io/accelerator": "nvidia", "zone": 1},
+                "k3s_node_taints": [
+                    "nvidia.com/gpu=true:NoSchedule",
+                    {"key": "dedicated", "effect": "NoExecute"},
+                ],
+            },
+            "cpu1": {},
+        }
+        assert cluster.cluster_node_settings(["gpu1", "cpu1"], hostvars) == [
+            {
+                "name": "gpu1.lab",
+                "labels": {"ailab.io/accelerator": "nvidia", "zone": "1"},
+                "taints": [
+                    {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"},
+                    {"key": "dedicated", "effect": "NoExecute"},
+                ],
+            },
+            {"name": "cpu1", "labels": {}, "taints": []},
+        ]
+
+    def test_bad_taint_names_the_problem(self):
+        with pytest.raises(AnsibleFilterError, match="NoWhere"):
+            cluster.cluster_node_settings(["a"], {"a": {"k3s_node_taints": ["k=v:NoWhere"]}})
+
+
+class TestSerialBatchSize:
+    @pytest.mark.parametrize(
+        ("serial", "count", "size"),
+        [(1, 5, 1), ("2", 5, 2), ("100%", 5, 5), ("25%", 8, 2), ("30%", 5, 1), ("10%", 3, 1), (9, 3, 3)],
+    )
+    def test_sizes_like_ansible(self, serial, count, size):
+        assert cluster.serial_batch_size(serial, count) == size
+
+    @pytest.mark.parametrize("serial", ["half", "0", "-1"])
+    def test_bad_value_names_the_variable(self, serial):
+        with pytest.raises(AnsibleFilterError, match="k3s_agent_serial"):
+            cluster.serial_batch_size(serial, 4)
 
 
 def _node(name, ready="True"):
@@ -227,6 +284,8 @@ def test_filter_module_lists_every_filter():
         "api_url",
         "kubeconfig_server",
         "cluster_node_names",
+        "cluster_node_settings",
+        "serial_batch_size",
         "nodes_not_ready",
         "microk8s_addons_to_enable",
     }
