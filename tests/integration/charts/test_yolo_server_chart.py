@@ -75,6 +75,11 @@ def env_of(server: dict[str, Any]) -> dict[str, Any]:
 
 def role_values(tmp_path: Path, extra_vars: dict[str, Any]) -> dict[str, Any]:
     """The chart values roles/yolo_server computes with the shipped lab inventory and these variables."""
+    return run_values_step(tmp_path, extra_vars)[0]
+
+
+def run_values_step(tmp_path: Path, extra_vars: dict[str, Any], *flags: str) -> tuple[dict[str, Any], str]:
+    """Run the role's values step with ansible-playbook FLAGS; return the values and the output."""
     out_file = tmp_path / "role-values.json"
     playbook = tmp_path / "values.yml"
     playbook.write_text(
@@ -93,6 +98,7 @@ def role_values(tmp_path: Path, extra_vars: dict[str, Any]) -> dict[str, Any]:
                 content: "{{{{ yolo_server_chart_values | to_json }}}}"
                 dest: {out_file}
                 mode: "0600"
+              no_log: true
         """)
     )
     link = ROOT / ".collections" / "ansible_collections" / "ailab" / "platform"
@@ -104,10 +110,18 @@ def role_values(tmp_path: Path, extra_vars: dict[str, Any]) -> dict[str, Any]:
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
     }
     inventory = str(ROOT / "inventories" / "lab")
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars)]
+    cmd = [
+        str(VENV_BIN / "ansible-playbook"),
+        "-i",
+        inventory,
+        str(playbook),
+        "-e",
+        json.dumps(extra_vars),
+        *flags,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out_file.read_text())
+    return json.loads(out_file.read_text()), out.stdout + out.stderr
 
 
 def test_helm_lint_is_clean() -> None:
@@ -220,6 +234,19 @@ def test_role_values_without_gpu_or_secrets(tmp_path: Path) -> None:
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     assert env_of(server)["AILAB_SERVE_DEVICE"] == "cpu"
     assert "AILAB_SERVE_S3_ENDPOINT" not in env_of(server)  # empty settings are left out
+
+
+def test_values_step_keeps_keys_out_of_the_log(tmp_path: Path) -> None:
+    # At -vvv Ansible prints every task's result: the set_fact holding the values must be no_log.
+    keys = {
+        "yolo_server_s3_access_key": "access-7f3c1e9b",
+        "yolo_server_s3_secret_key": "secret-5d2a8c40",
+        "_yolo_server_api_key": "apikey-91be77d3",
+    }
+    values, output = run_values_step(tmp_path, keys, "-vvv")
+    assert values["secret"]["s3SecretAccessKey"] == "secret-5d2a8c40"  # the step did run with them
+    for name, key in keys.items():
+        assert key not in output, f"{name} shows in the -vvv output"
 
 
 def test_existing_secret_is_referenced_not_created(tmp_path: Path) -> None:
