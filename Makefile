@@ -52,6 +52,10 @@ collection: ## Make sure .collections/ansible_collections/ailab/platform links t
 	@mkdir -p .collections/ansible_collections/ailab
 	@ln -sfn ../../.. .collections/ansible_collections/ailab/platform
 
+.PHONY: known-hosts
+known-hosts: venv collection ## Record INVENTORY's SSH host keys in ~/.ssh/known_hosts (compare the fingerprints!)
+	$(BIN)/ansible-playbook playbooks/known_hosts.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
+
 .PHONY: lab
 lab: venv collection ## Install the lab on INVENTORY (default inventories/lab)
 	$(BIN)/ansible-playbook $(PLAYBOOK) -i $(INVENTORY) $(ANSIBLE_ARGS)

@@ -157,3 +157,25 @@ def test_the_built_artifact_installs_offline_and_its_modules_load(tmp_path: Path
         timeout=120,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_ssh_host_keys_are_checked_unless_the_lab_opts_out(clone: Path, home: Path) -> None:
+    def host_key_checking(extra_env: dict[str, str]) -> bool:
+        env = {**user_env(home), **extra_env}
+        cmd = ["ansible-config", "dump", "--format", "json", "-t", "base"]
+        out = subprocess.run(
+            cmd, cwd=clone, env=env, capture_output=True, text=True, check=False, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        (setting,) = [s for s in json.loads(out.stdout) if s.get("name") == "HOST_KEY_CHECKING"]
+        return bool(setting["value"])
+
+    assert host_key_checking({}) is True
+    assert host_key_checking({"ANSIBLE_HOST_KEY_CHECKING": "false"}) is False
+    # The command that records the keys is a valid playbook.
+    out = run(
+        ["ansible-playbook", "playbooks/known_hosts.yml", "-i", "inventories/lab", "--syntax-check"],
+        clone,
+        home,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
