@@ -29,6 +29,7 @@ version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
 extends_documentation_fragment:
+  - ailab.platform.python_interpreter
   - ailab.platform.label_studio
 options:
   project:
@@ -83,6 +84,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc or outside the lab inventories, name the Python that has the requirements:
+#   ansible localhost -m ailab.platform.label_studio_export -a ... \
+#     -e ansible_python_interpreter=.venv/bin/python
 - name: Export the parts project for training
   ailab.platform.label_studio_export:
     url: http://labelstudio.lab.local
