@@ -46,9 +46,15 @@ $(LS_VENV)/bin/label-studio: requirements/labelstudio.txt
 labelstudio-venv: $(LS_VENV)/bin/label-studio ## Create .venv-labelstudio (Label Studio's pins clash with .venv)
 
 .PHONY: collection
-collection: ## Link this checkout as .collections/ansible_collections/ailab/platform
+# The link is committed (a fresh clone resolves ailab.platform without this step); the target
+# restores it where a copy of the tree lost it.
+collection: ## Make sure .collections/ansible_collections/ailab/platform links to this checkout
 	@mkdir -p .collections/ansible_collections/ailab
 	@ln -sfn ../../.. .collections/ansible_collections/ailab/platform
+
+.PHONY: known-hosts
+known-hosts: venv collection ## Record INVENTORY's SSH host keys in ~/.ssh/known_hosts (compare the fingerprints!)
+	$(BIN)/ansible-playbook playbooks/known_hosts.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
 
 .PHONY: lab
 lab: venv collection ## Install the lab on INVENTORY (default inventories/lab)
@@ -93,8 +99,8 @@ integration: venv labelstudio-venv collection kube-build ## Integration tests ag
 	$(BIN)/pytest serving/tests/integration $(PYTEST_ARGS)
 
 .PHONY: clean
-clean: ## Remove the venvs, the collection link and test outputs
-	rm -rf $(VENV) .venv-* .collections tests/output .pytest_cache .ruff_cache
+clean: ## Remove the venvs and test outputs
+	rm -rf $(VENV) .venv-* tests/output .pytest_cache .ruff_cache
 
 .PHONY: kube-up
 kube-up: kube-build ## Start the test control plane in the background (kubeconfig path printed)

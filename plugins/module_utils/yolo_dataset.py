@@ -11,11 +11,13 @@ the export is computed here from the JSON export instead.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import posixpath
 import re
+from urllib.parse import parse_qs, unquote, urlsplit
 
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
 BOX_RESULT_TYPES = ("rectanglelabels",)
@@ -155,9 +157,39 @@ def _safe_stem(stem: str) -> str:
     return stem or "image"
 
 
+def _decode_file_uri(encoded: str) -> str | None:
+    """The storage URI inside Label Studio's ``fileuri`` parameter (URL-safe or plain base64)."""
+    padded = encoded + "=" * (-len(encoded) % 4)
+    for decode in (base64.urlsafe_b64decode, base64.b64decode):
+        try:
+            return decode(padded.encode("ascii")).decode("utf-8")
+        except (ValueError, UnicodeError):
+            continue
+    return None
+
+
+def _image_path(uri: str) -> str:
+    """The path that carries an image's own name, for every URL form Label Studio gives a task.
+
+    ``/data/local-files/?d=dir/a.jpg`` (local files storage) keeps it in ``d``;
+    ``/tasks/<id>/presign/?fileuri=<base64>`` (cloud storage proxied by Label Studio) in the base64
+    of ``s3://``, ``gs://`` or ``azure-blob://bucket/key``; uploads, storage URIs and plain URLs in
+    their (percent-encoded) path.
+    """
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    if "d" in query and "local-files" in parts.path:
+        return query["d"][0]
+    if "fileuri" in query and "presign" in parts.path:
+        decoded = _decode_file_uri(query["fileuri"][0])
+        if decoded and decoded != uri:
+            return _image_path(decoded)
+    return unquote(parts.path)
+
+
 def source_basename(uri: str) -> str:
-    """The file name of an image URI (``s3://b/k/a.jpg``, ``/data/upload/1/x-a.jpg``, ``https://..``)."""
-    path = uri.split("?", 1)[0].split("#", 1)[0]
+    """The file name of an image URI (any form :func:`_image_path` reads)."""
+    path = _image_path(uri)
     name = posixpath.basename(path.rstrip("/")) or "image"
     if "/data/upload/" in path or path.startswith("upload/"):
         # Label Studio prefixes uploads with 8 random hex digits: keep the user's own name.

@@ -16,7 +16,11 @@ description:
     counted in RV(skipped_unlabelled). An annotation with no boxes gives an empty label file
     (a background image).
   - File names are the images' own, with a short hash of the source added when two images share a
-    name (two folders with C(img.jpg)), so no label overwrites another.
+    name (two folders with C(img.jpg)), so no label overwrites another. The name is read from
+    every URL form Label Studio gives a task - uploads (C(/data/upload/<project>/<prefix>-<name>),
+    without the prefix), local files (C(/data/local-files/?d=<path>)), cloud storage
+    (C(s3://), C(gs://), C(azure-blob://) and the proxied C(/tasks/<id>/presign/?fileuri=<base64>))
+    and plain URLs.
   - The train/val split is deterministic for O(seed) and stays stable as images are added.
   - Idempotent. A manifest (C(.ailab-export.json)) records the files written; a re-export of the
     same annotations fetches and writes nothing and reports C(changed=false). Files of an earlier
@@ -25,6 +29,7 @@ version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
 extends_documentation_fragment:
+  - ailab.platform.python_interpreter
   - ailab.platform.label_studio
 options:
   project:
@@ -79,6 +84,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc or outside the lab inventories, name the Python that has the requirements:
+#   ansible localhost -m ailab.platform.label_studio_export -a ... \
+#     -e ansible_python_interpreter=.venv/bin/python
 - name: Export the parts project for training
   ailab.platform.label_studio_export:
     url: http://labelstudio.lab.local

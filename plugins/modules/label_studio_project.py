@@ -15,6 +15,7 @@ version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
 extends_documentation_fragment:
+  - ailab.platform.python_interpreter
   - ailab.platform.label_studio
 options:
   title:
@@ -118,6 +119,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc or outside the lab inventories, name the Python that has the requirements:
+#   ansible localhost -m ailab.platform.label_studio_project -a ... \
+#     -e ansible_python_interpreter=.venv/bin/python
 - name: Ensure the parts project with S3 images and annotations written back
   ailab.platform.label_studio_project:
     url: http://labelstudio.lab.local

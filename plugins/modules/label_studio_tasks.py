@@ -17,6 +17,7 @@ version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
 extends_documentation_fragment:
+  - ailab.platform.python_interpreter
   - ailab.platform.label_studio
 options:
   project:
@@ -75,6 +76,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc or outside the lab inventories, name the Python that has the requirements:
+#   ansible localhost -m ailab.platform.label_studio_tasks -a ... \
+#     -e ansible_python_interpreter=.venv/bin/python
 - name: Import the new images from the controller with the detector's predictions
   ailab.platform.label_studio_tasks:
     url: http://labelstudio.lab.local

@@ -14,6 +14,8 @@ description:
 version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
+extends_documentation_fragment:
+  - ailab.platform.python_interpreter
 options:
   tracking_uri:
     description: MLflow tracking server URL, for example C(http://mlflow.lab.local).
@@ -94,6 +96,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc or outside the lab inventories, name the Python that has the requirements:
+#   ansible localhost -m ailab.platform.mlflow_model -a ... \
+#     -e ansible_python_interpreter=.venv/bin/python
 - name: Register trained weights and make them the champion
   ailab.platform.mlflow_model:
     tracking_uri: http://mlflow.lab.local

@@ -13,6 +13,8 @@ description:
 version_added: 0.1.0
 author:
   - ailab maintainers (@ailab)
+extends_documentation_fragment:
+  - ailab.platform.python_interpreter
 options:
   url:
     description: The endpoint, for example C(http://mlflow.lab.local/health).
@@ -54,6 +56,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc or outside the lab inventories, name the Python that has the requirements:
+#   ansible localhost -m ailab.platform.service_ready -a ... \
+#     -e ansible_python_interpreter=.venv/bin/python
 - name: Wait for Label Studio to be ready
   ailab.platform.service_ready:
     url: http://labelstudio.lab.local/health

@@ -406,8 +406,9 @@ class LoadBalancerStandIn(StandIn):
     """Stand-in for MetalLB's controller: give each LoadBalancer Service an ingress IP.
 
     Addresses come from the ``metallb.io/v1beta1`` IPAddressPools when any exist (so a test sees
-    what the pool the role created hands out), else from ``fallback_range`` (the inventory's
-    ``lab_loadbalancer_range``); ``metallb.io/loadBalancerIPs`` pins an address, as in MetalLB.
+    what the pool the role created hands out), else from ``fallback_range`` when one is given
+    (``kube-up``; the integration tests give none, so without a pool no address is assigned);
+    ``metallb.io/loadBalancerIPs`` pins an address, as in MetalLB.
     """
 
     def __init__(self, api: Api, fallback_range: str | None) -> None:

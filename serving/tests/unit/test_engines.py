@@ -81,3 +81,18 @@ def test_onnx_exports_are_keyed_by_content(model_repo: Path, tmp_path: Path) -> 
     export_a, export_b = export_onnx(a, cache, 320), export_onnx(b, cache, 320)
     assert export_a != export_b
     assert export_onnx(a, cache, 320) == export_a  # cached
+
+
+def test_fp16_batches_agree_with_fp32(model_repo: Path) -> None:
+    # The CUDA plan's arithmetic (TorchEngine with half=True, a batch of images) run through torch's
+    # CPU FP16 kernels: no GPU here, so this covers the code path, not CUDA itself.
+    fp32 = TorchEngine(model_repo / "circles.pt", device="cpu", half=False, replicas=1, default_imgsz=320)
+    fp16 = TorchEngine(model_repo / "circles.pt", device="cpu", half=True, replicas=1, default_imgsz=320)
+    shape = network_shape((300, 400), 320, 32, rect=True)
+    batch = np.stack([letterbox(shapes_image(400, 300, seed=s), shape).array for s in (1, 2)])
+    a, b = fp32.forward(batch, 0), fp16.forward(batch, 0)
+    assert fp16.memory_bytes() * 2 == fp32.memory_bytes()  # the weights are FP16
+    assert b.shape == a.shape and b.shape[0] == 2
+    assert torch.isfinite(b).all()
+    assert not torch.equal(a, b)  # FP16 arithmetic ran: close to FP32, not bit-identical
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=2e-2, atol=0.5)

@@ -101,7 +101,9 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         # CI never skips silently: a missing build is an error with the fix in the message.
         pytest.fail(f"test control plane not built ({', '.join(missing)} missing): run make kube-build")
     workdir = tmp_path_factory.mktemp("kube")
-    with ControlPlane(lab_nodes(), workdir=workdir, loadbalancer_range=LOADBALANCER_RANGE) as cp:
+    # No fallback range for the LoadBalancer stand-in: only an IPAddressPool (or a pinned
+    # metallb.io/loadBalancerIPs) gives a Service an address, so a missing pool shows.
+    with ControlPlane(lab_nodes(), workdir=workdir) as cp:
         yield KubeCluster(cp)
 
 

@@ -55,6 +55,25 @@ def _crds(api: client.ApiClient) -> set[str]:
     return {n for n in names if n.endswith(".metallb.io")}
 
 
+def _releases(helm: Any) -> list[str]:
+    return [r["name"] for r in json.loads(helm("list", "--all-namespaces", "--all", "-o", "json"))]
+
+
+def test_disabled_installs_nothing(
+    playbook: Callable[..., Any], shared_charts: Path, kube_api: client.ApiClient, helm: Any
+) -> None:
+    # First in the module, before the `installed` fixture: on a cluster without MetalLB, so a role
+    # that ignored metallb_enabled would show up as a release, a namespace and CRDs.
+    assert "metallb" not in _releases(helm) and not _crds(kube_api), "MetalLB is already installed"
+    run = playbook(PLAYBOOK, _vars(shared_charts, metallb_enabled=False))
+    assert run.recap()["changed"] == 0, run.tail()
+    assert "metallb" not in _releases(helm)
+    assert _crds(kube_api) == set()
+    with pytest.raises(ApiException) as err:
+        client.CoreV1Api(kube_api).read_namespace(NAMESPACE)
+    assert err.value.status == 404
+
+
 def test_install_creates_metallb_and_the_pool(
     installed: Any, kube_api: client.ApiClient, kube_cluster: Any
 ) -> None:
@@ -95,7 +114,8 @@ def test_loadbalancer_service_gets_an_address_of_the_pool(
     installed: Any, kube_api: client.ApiClient, kube_cluster: Any
 ) -> None:
     # The address comes from the LoadBalancer stand-in reading the role's IPAddressPool, as
-    # MetalLB's controller would: this checks the pool is usable, not MetalLB's own code.
+    # MetalLB's controller would: this checks the pool is usable, not MetalLB's own code. The
+    # stand-in has no range of its own here (conftest starts it without one): no pool, no address.
     core = client.CoreV1Api(kube_api)
     service = client.V1Service(
         metadata=client.V1ObjectMeta(name="lb-probe"),
@@ -136,19 +156,13 @@ def test_chart_on_disk_of_another_version_is_refused(
     assert run.recap()["changed"] == 0
 
 
-def test_disabled_installs_nothing(playbook: Callable[..., Any], shared_charts: Path) -> None:
-    run = playbook(PLAYBOOK, _vars(shared_charts, metallb_enabled=False))
-    assert run.recap()["changed"] == 0
-
-
 def test_removal_leaves_no_release_and_no_pool(
     installed: Any, playbook: Callable[..., Any], shared_charts: Path, kube_api: client.ApiClient, helm: Any
 ) -> None:
     run = playbook(PLAYBOOK, _vars(shared_charts, metallb_state="absent"))
     assert run.recap()["changed"] > 0
 
-    releases = json.loads(helm("list", "--all-namespaces", "--all", "-o", "json"))
-    assert "metallb" not in [r["name"] for r in releases]
+    assert "metallb" not in _releases(helm)
     assert _crds(kube_api) == set()  # the release took its CRDs, and with them every pool
     with pytest.raises(ApiException) as err:
         client.CoreV1Api(kube_api).read_namespace(NAMESPACE)

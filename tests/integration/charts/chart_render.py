@@ -64,6 +64,13 @@ def render_chart(
 
 def role_values(tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any]) -> dict[str, Any]:
     """Run ``roles/<role>/tasks/values.yml`` with the shipped lab inventory; return the fact ``fact``."""
+    return run_values_step(tmp_path, role, fact, extra_vars)[0]
+
+
+def run_values_step(
+    tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any], *flags: str
+) -> tuple[dict[str, Any], str]:
+    """Run the role's values step with ansible-playbook ``flags``; return the fact and the output."""
     out_file = tmp_path / "role-values.json"
     playbook = tmp_path / "values.yml"
     playbook.write_text(
@@ -82,6 +89,7 @@ def role_values(tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any]
                 content: "{{{{ {fact} | to_json }}}}"
                 dest: {out_file}
                 mode: "0600"
+              no_log: true
         """)
     )
     link = ROOT / ".collections" / "ansible_collections" / "ailab" / "platform"
@@ -93,7 +101,7 @@ def role_values(tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any]
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
     }
     inventory = str(ROOT / "inventories" / "lab")
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars)]
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars), *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out_file.read_text())
+    return json.loads(out_file.read_text()), out.stdout + out.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from chart_render import KUBE_VERSION, helm_binary, render_chart
 from chart_render import role_values as _role_values
+from chart_render import run_values_step as _run_values_step
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "serving" / "chart"
@@ -52,6 +53,11 @@ def env_of(server: dict[str, Any]) -> dict[str, Any]:
 def role_values(tmp_path: Path, extra_vars: dict[str, Any]) -> dict[str, Any]:
     """The chart values roles/yolo_server computes with the shipped lab inventory and these variables."""
     return _role_values(tmp_path, "yolo_server", "yolo_server_chart_values", extra_vars)
+
+
+def run_values_step(tmp_path: Path, extra_vars: dict[str, Any], *flags: str) -> tuple[dict[str, Any], str]:
+    """Run the role's values step with ansible-playbook FLAGS; return the values and the output."""
+    return _run_values_step(tmp_path, "yolo_server", "yolo_server_chart_values", extra_vars, *flags)
 
 
 def test_helm_lint_is_clean() -> None:
@@ -164,6 +170,19 @@ def test_role_values_without_gpu_or_secrets(tmp_path: Path) -> None:
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     assert env_of(server)["AILAB_SERVE_DEVICE"] == "cpu"
     assert "AILAB_SERVE_S3_ENDPOINT" not in env_of(server)  # empty settings are left out
+
+
+def test_values_step_keeps_keys_out_of_the_log(tmp_path: Path) -> None:
+    # At -vvv Ansible prints every task's result: the set_fact holding the values must be no_log.
+    keys = {
+        "yolo_server_s3_access_key": "access-7f3c1e9b",
+        "yolo_server_s3_secret_key": "secret-5d2a8c40",
+        "_yolo_server_api_key": "apikey-91be77d3",
+    }
+    values, output = run_values_step(tmp_path, keys, "-vvv")
+    assert values["secret"]["s3SecretAccessKey"] == "secret-5d2a8c40"  # the step did run with them
+    for name, key in keys.items():
+        assert key not in output, f"{name} shows in the -vvv output"
 
 
 def test_existing_secret_is_referenced_not_created(tmp_path: Path) -> None:

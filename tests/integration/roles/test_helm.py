@@ -8,6 +8,7 @@ laid out as the official release archives are (linux-<arch>/helm).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -51,7 +52,7 @@ def make_mirror(directory: Path, helm: Path, tamper: bool = False) -> str:
     return directory.as_uri()
 
 
-def run_role(tmp_path: Path, mirror: str, install_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_role(tmp_path: Path, mirror: str, install_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "helm.yml"
     playbook.write_text(PLAYBOOK)
     env = {
@@ -73,6 +74,7 @@ def run_role(tmp_path: Path, mirror: str, install_dir: Path) -> subprocess.Compl
             f"helm_download_base_url={mirror}",
             "-e",
             f"helm_install_dir={install_dir}",
+            *extra,
             str(playbook),
         ],
         capture_output=True,
@@ -122,3 +124,28 @@ def test_refuses_an_archive_that_fails_its_checksum(tmp_path: Path, built_helm: 
     assert run.returncode != 0
     assert "checksum" in run.stdout.lower()
     assert not (install_dir / "helm").exists()
+
+
+def _pinned(digest: str) -> str:
+    return json.dumps({"helm_checksums": {HELM_VERSION: {ARCH: digest}}})
+
+
+def test_the_pinned_checksum_wins_over_the_download_hosts(tmp_path: Path, built_helm: Path) -> None:
+    # A forged archive with a matching .sha256sum on the same host: only the pinned value catches it.
+    mirror = make_mirror(tmp_path / "mirror", built_helm)
+    install_dir = tmp_path / "bin"
+    install_dir.mkdir()
+    run = run_role(
+        tmp_path, mirror, install_dir, "-e", _pinned(hashlib.sha256(b"the real archive").hexdigest())
+    )
+    assert run.returncode != 0
+    assert "checksum" in run.stdout.lower()
+    assert not (install_dir / "helm").exists()
+
+    archive = tmp_path / "mirror" / f"helm-{HELM_VERSION}-linux-{ARCH}.tar.gz"
+    run = run_role(
+        tmp_path, mirror, install_dir, "-e", _pinned(hashlib.sha256(archive.read_bytes()).hexdigest())
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert (install_dir / "helm").exists()
+    assert "helm_checksums has no SHA-256" not in run.stdout

@@ -1,5 +1,7 @@
 """Label Studio JSON -> YOLO conversion, naming and splitting (plugins/module_utils/yolo_dataset.py)."""
 
+import base64
+
 import pytest
 import yaml
 from ansible_collections.ailab.platform.plugins.module_utils.yolo_dataset import (
@@ -119,10 +121,45 @@ def test_names_ignore_case_and_number_repeated_uris():
     ]
 
 
-def test_upload_prefix_is_dropped_from_names():
+def _fileuri(storage_uri: str) -> str:
+    return base64.urlsafe_b64encode(storage_uri.encode()).decode().rstrip("=")
+
+
+def test_upload_names_drop_label_studios_prefix():
     assert source_basename("/data/upload/3/1a2b3c4d-photo.jpg") == "photo.jpg"
+    assert source_basename("http://ls.lab:8080/data/upload/3/1a2b3c4d-photo.jpg") == "photo.jpg"
     assert source_basename("s3://bucket/1a2b3c4d-photo.jpg") == "1a2b3c4d-photo.jpg"
+
+
+def test_local_files_names_come_from_the_d_parameter():
+    assert source_basename("/data/local-files/?d=coco/val2017/000000000009.jpg") == "000000000009.jpg"
+    assert source_basename("/data/local-files/?d=my%20images%2Fcat%201.png") == "cat 1.png"
+    stems = unique_file_stems(
+        ["/data/local-files/?d=a/000000000009.jpg", "/data/local-files/?d=a/000000000025.jpg"]
+    )
+    assert stems == ["000000000009", "000000000025"]
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/train/cat.jpg", "gs://bucket/train/cat.jpg", "azure-blob://container/train/cat.jpg"]
+)
+def test_cloud_storage_names(uri):
+    assert source_basename(uri) == "cat.jpg"
+
+
+@pytest.mark.parametrize(
+    "storage", ["s3://bucket/train/cat.jpg", "gs://bucket/x/cat.jpg", "azure-blob://c/cat.jpg"]
+)
+def test_presigned_cloud_storage_names_come_from_the_fileuri(storage):
+    assert source_basename(f"/tasks/17/presign/?fileuri={_fileuri(storage)}") == "cat.jpg"
+    padded = base64.b64encode(storage.encode()).decode()
+    assert source_basename(f"http://ls.lab:8080/projects/2/presign/?fileuri={padded}") == "cat.jpg"
+
+
+def test_plain_url_names():
     assert source_basename("https://host/x/y.png?sig=1") == "y.png"
+    assert source_basename("https://bucket.s3.amazonaws.com/a/dog%20b.jpg?X-Amz-Signature=ab") == "dog b.jpg"
+    assert source_basename("https://host/x/y.png#frag") == "y.png"
 
 
 def test_split_is_deterministic_for_a_seed_and_stable_when_images_are_added():

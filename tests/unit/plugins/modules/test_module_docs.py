@@ -64,7 +64,7 @@ def documented_options(doc):
         fragment_module = importlib.import_module(
             f"ansible_collections.ailab.platform.plugins.doc_fragments.{name}"
         )
-        options.update(yaml.safe_load(fragment_module.ModuleDocFragment.DOCUMENTATION)["options"])
+        options.update(yaml.safe_load(fragment_module.ModuleDocFragment.DOCUMENTATION).get("options", {}))
     options.update(doc["options"])
     return options
 
@@ -84,3 +84,12 @@ def test_documentation_matches_the_argument_spec(name):
     )
     returned = yaml.safe_load(module.RETURN)
     assert all("description" in value and "type" in value for value in returned.values())
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documentation_says_which_python_runs_the_module(name):
+    # Interpreter discovery in ad-hoc use can pick a Python without the module's requirements.
+    module = importlib.import_module(f"ansible_collections.ailab.platform.plugins.modules.{name}")
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    assert "ailab.platform.python_interpreter" in doc["extends_documentation_fragment"]
+    assert "-e ansible_python_interpreter=" in module.EXAMPLES
