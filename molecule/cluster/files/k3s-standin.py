@@ -15,7 +15,9 @@ roles depend on, over plain HTTP on the API port (no TLS, no Kubernetes API):
 - `k3s server` with `server:` and `k3s agent` join that server as above, exit when refused, and
   report in every second;
 - `k3s kubectl get --raw /readyz?verbose` and `k3s kubectl get node NAME -o jsonpath=...` (the
-  health gates of the roles) answer from the first server's member list.
+  health gates of the roles) answer from the first server's member list; `k3s kubectl drain NAME`
+  and `uncordon NAME` (k3s_upgrade_drain) are only recorded there, as questions, with no pods to
+  evict.
 Paths come from config.yaml (K3S_CONFIG_FILE overrides it, as with k3s).
 """
 
@@ -254,11 +256,13 @@ def members(question, about):
 
 
 def kubectl(args):
-    """The two questions the roles' health gates ask (see the module docstring)."""
+    """The questions the roles ask: health gates, drain and uncordon (see the module docstring)."""
     if args[:2] == ["get", "--raw"] and len(args) >= 3 and args[2].startswith("/readyz"):
         question, about = "etcd", node_name()
     elif args[:2] == ["get", "node"] and len(args) >= 3:
         question, about = "node", args[2]
+    elif args[:1] in (["drain"], ["uncordon"]) and len(args) >= 2:
+        question, about = args[0], args[1]
     else:
         sys.exit(f"stand-in k3s kubectl: unsupported {' '.join(args)!r}")
     try:
@@ -273,11 +277,12 @@ def kubectl(args):
         if not healthy:
             sys.exit("readyz check failed")
         print("readyz check passed")
+    elif about not in status:
+        sys.exit(f'Error from server (NotFound): nodes "{about}" not found')
+    elif question in ("drain", "uncordon"):
+        print(f"node/{about} {question}ed")
     else:
-        member = status.get(about)
-        if member is None:
-            sys.exit(f'Error from server (NotFound): nodes "{about}" not found')
-        print("True" if member["ready"] else "False", end="")
+        print("True" if status[about]["ready"] else "False", end="")
 
 
 def main():

@@ -101,7 +101,15 @@ def run_values_step(
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
     }
     inventory = str(ROOT / "inventories" / "lab")
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars), *flags]
+    cmd = [
+        str(VENV_BIN / "ansible-playbook"),
+        "-i",
+        inventory,
+        str(playbook),
+        "-e",
+        json.dumps(extra_vars),
+        *flags,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out_file.read_text()), out.stdout + out.stderr
