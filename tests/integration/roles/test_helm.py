@@ -2,7 +2,8 @@
 
 The mirror is a local directory reached through a file:// URL (the official download host is
 unreachable from the test machines); its archive holds the helm v3 that `make kube-build` builds,
-laid out as the official release archives are (linux-<arch>/helm).
+laid out as the official release archives are (linux-<arch>/helm). That archive is not the official
+one, so the role's shipped pin refuses it: the tests pin its digest, or none, as a lab would.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def make_mirror(directory: Path, helm: Path, tamper: bool = False) -> str:
     return directory.as_uri()
 
 
+def pinned(digest: str) -> str:
+    return json.dumps({"helm_checksums": {HELM_VERSION: {ARCH: digest}}})
+
+
+def archive_digest(mirror: str) -> str:
+    archive = Path(mirror.removeprefix("file://")) / f"helm-{HELM_VERSION}-linux-{ARCH}.tar.gz"
+    return hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+NO_PIN = json.dumps({"helm_checksums": {}})
+
+
 def run_role(tmp_path: Path, mirror: str, install_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "helm.yml"
     playbook.write_text(PLAYBOOK)
@@ -97,7 +110,8 @@ def test_installs_the_pinned_helm_then_changes_nothing(tmp_path: Path, built_hel
     install_dir.mkdir()
     downloads_before = set(Path("/tmp").glob("ailab-helm.*"))
 
-    first = run_role(tmp_path, mirror, install_dir)
+    pin = pinned(archive_digest(mirror))
+    first = run_role(tmp_path, mirror, install_dir, "-e", pin)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert changed(first) >= 1
     installed = install_dir / "helm"
@@ -110,24 +124,36 @@ def test_installs_the_pinned_helm_then_changes_nothing(tmp_path: Path, built_hel
         "the download directory was left behind"
     )
 
-    second = run_role(tmp_path, mirror, install_dir)
+    second = run_role(tmp_path, mirror, install_dir, "-e", pin)
     assert second.returncode == 0, second.stdout[-4000:]
     assert changed(second) == 0
 
 
-def test_refuses_an_archive_that_fails_its_checksum(tmp_path: Path, built_helm: Path) -> None:
+def test_unpinned_the_hosts_checksum_refuses_tampering(tmp_path: Path, built_helm: Path) -> None:
     mirror = make_mirror(tmp_path / "mirror", built_helm, tamper=True)
     install_dir = tmp_path / "bin"
     install_dir.mkdir()
 
-    run = run_role(tmp_path, mirror, install_dir)
+    run = run_role(tmp_path, mirror, install_dir, "-e", NO_PIN)
     assert run.returncode != 0
+    assert "helm_checksums has no SHA-256" in run.stdout
     assert "checksum" in run.stdout.lower()
     assert not (install_dir / "helm").exists()
 
 
-def _pinned(digest: str) -> str:
-    return json.dumps({"helm_checksums": {HELM_VERSION: {ARCH: digest}}})
+def test_the_shipped_pin_refuses_an_unofficial_archive(tmp_path: Path, built_helm: Path) -> None:
+    defaults = yaml.safe_load((ROOT / "roles" / "helm" / "defaults" / "main.yml").read_text())
+    shipped = defaults["helm_checksums"][HELM_VERSION]
+    assert set(shipped) == {"amd64", "arm64"}
+    assert all(len(value) == 64 and int(value, 16) >= 0 for value in shipped.values())
+
+    mirror = make_mirror(tmp_path / "mirror", built_helm)
+    install_dir = tmp_path / "bin"
+    install_dir.mkdir()
+    run = run_role(tmp_path, mirror, install_dir)
+    assert run.returncode != 0
+    assert "checksum" in run.stdout.lower(), run.stdout[-3000:]
+    assert not (install_dir / "helm").exists()
 
 
 def test_the_pinned_checksum_wins_over_the_download_hosts(tmp_path: Path, built_helm: Path) -> None:
@@ -136,16 +162,13 @@ def test_the_pinned_checksum_wins_over_the_download_hosts(tmp_path: Path, built_
     install_dir = tmp_path / "bin"
     install_dir.mkdir()
     run = run_role(
-        tmp_path, mirror, install_dir, "-e", _pinned(hashlib.sha256(b"the real archive").hexdigest())
+        tmp_path, mirror, install_dir, "-e", pinned(hashlib.sha256(b"the real archive").hexdigest())
     )
     assert run.returncode != 0
     assert "checksum" in run.stdout.lower()
     assert not (install_dir / "helm").exists()
 
-    archive = tmp_path / "mirror" / f"helm-{HELM_VERSION}-linux-{ARCH}.tar.gz"
-    run = run_role(
-        tmp_path, mirror, install_dir, "-e", _pinned(hashlib.sha256(archive.read_bytes()).hexdigest())
-    )
+    run = run_role(tmp_path, mirror, install_dir, "-e", pinned(archive_digest(mirror)))
     assert run.returncode == 0, run.stdout[-4000:]
     assert (install_dir / "helm").exists()
     assert "helm_checksums has no SHA-256" not in run.stdout

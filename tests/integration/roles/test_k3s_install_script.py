@@ -71,3 +71,14 @@ def test_a_script_that_differs_from_the_pinned_checksum_never_runs(tmp_path: Pat
     assert "checksum" in run.stdout.lower(), run.stdout[-3000:]
     assert not (tmp_path / "bin" / "k3s-install.sh").exists()
     assert not (tmp_path / "bin" / "ran").exists()
+
+
+def test_the_shipped_pin_covers_the_pinned_version_and_refuses_another_script(tmp_path: Path) -> None:
+    defaults = yaml.safe_load((ROOT / "roles" / "k3s" / "defaults" / "main.yml").read_text())
+    shipped = defaults["k3s_install_script_checksums"]
+    assert len(shipped[defaults["k3s_version"]]) == 64
+    run = run_install(tmp_path, shipped)
+    assert run.returncode != 0
+    assert "has no SHA-256" not in run.stdout
+    assert "checksum" in run.stdout.lower(), run.stdout[-3000:]
+    assert not (tmp_path / "bin" / "ran").exists()
