@@ -18,6 +18,8 @@ description:
 version_added: 0.2.0
 author:
   - ailab maintainers (@ailab)
+extends_documentation_fragment:
+  - ailab.platform.python_interpreter
 options:
   root:
     description:
@@ -35,6 +37,9 @@ notes:
 """
 
 EXAMPLES = r"""
+# Ad hoc, the standard library is enough: any Python 3 on the host runs it, e.g.
+#   ansible lab-gpu-1 -i inventories/lab -b -m ailab.platform.gpu_facts \
+#     -e ansible_python_interpreter=/usr/bin/python3
 - name: Find the NVIDIA GPUs of the host
   ailab.platform.gpu_facts:
 
