@@ -30,10 +30,11 @@ def user_env(home: Path) -> dict[str, str]:
     return {**env, "HOME": str(home), "PATH": f"{VENV_BIN}{os.pathsep}{env['PATH']}"}
 
 
-def run(cmd: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cmd, cwd=cwd, env=user_env(home), capture_output=True, text=True, check=False, timeout=300
-    )
+def run(
+    cmd: list[str], cwd: Path, home: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**user_env(home), **(extra_env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -131,41 +132,22 @@ def test_the_built_artifact_installs_offline_and_its_modules_load(tmp_path: Path
     out = run(install, tmp_path, home)
     assert out.returncode == 0, out.stdout + out.stderr
     copy = installed / "ansible_collections" / "ailab" / "platform"
-    env = {**user_env(home), "ANSIBLE_COLLECTIONS_PATH": str(installed)}
-    doc = subprocess.run(
-        ["ansible-doc", "ailab.platform.label_studio_export"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    from_installed = {"ANSIBLE_COLLECTIONS_PATH": str(installed)}
+    doc = run(["ansible-doc", "ailab.platform.label_studio_export"], tmp_path, home, from_installed)
     assert doc.returncode == 0, doc.stdout + doc.stderr
     assert str(copy) in doc.stdout
     playbook = tmp_path / "use.yml"
     playbook.write_text(
         "- name: Use the installed roles\n  hosts: all\n  roles: [ailab.platform.preflight]\n"
     )
-    check = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(playbook), "--syntax-check"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    syntax_check = ["ansible-playbook", "-i", "localhost,", str(playbook), "--syntax-check"]
+    check = run(syntax_check, tmp_path, home, from_installed)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_ssh_host_keys_are_checked_unless_the_lab_opts_out(clone: Path, home: Path) -> None:
     def host_key_checking(extra_env: dict[str, str]) -> bool:
-        env = {**user_env(home), **extra_env}
-        cmd = ["ansible-config", "dump", "--format", "json", "-t", "base"]
-        out = subprocess.run(
-            cmd, cwd=clone, env=env, capture_output=True, text=True, check=False, timeout=120
-        )
+        out = run(["ansible-config", "dump", "--format", "json", "-t", "base"], clone, home, extra_env)
         assert out.returncode == 0, out.stderr
         (setting,) = [s for s in json.loads(out.stdout) if s.get("name") == "HOST_KEY_CHECKING"]
         return bool(setting["value"])
