@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,20 @@ def _labels_and_taints(core: client.CoreV1Api, name: str) -> tuple[dict[str, str
     return node.metadata.labels or {}, taints
 
 
+@pytest.fixture
+def lab_cpu_1_restored(kube_api: client.ApiClient) -> Iterator[None]:
+    """Put lab-cpu-1's labels and taints back afterwards: the control plane is shared by the other
+    apply tests, and a NoSchedule taint left behind would keep their DaemonSets off the node."""
+    core = client.CoreV1Api(kube_api)
+    before = core.read_node("lab-cpu-1")
+    yield
+    node = core.read_node("lab-cpu-1")
+    node.metadata.labels = before.metadata.labels
+    node.spec.taints = before.spec.taints
+    core.replace_node("lab-cpu-1", node)
+
+
+@pytest.mark.usefixtures("lab_cpu_1_restored")
 def test_labels_and_taints_changed_in_the_inventory_reach_the_node(
     playbook: Callable[..., Any], kube_api: client.ApiClient
 ) -> None:
