@@ -152,7 +152,7 @@ def test_chart_on_disk_of_another_version_is_refused(
 ) -> None:
     run = playbook(PLAYBOOK, _vars(shared_charts, metallb_chart_version="0.15.2"), check=False)
     assert run.returncode != 0
-    assert "is MetalLB chart 0.16.1, but metallb_chart_version is 0.15.2" in run.stdout, run.tail()
+    assert "is metallb chart 0.16.1, but metallb_chart_version is 0.15.2" in run.stdout, run.tail()
     assert run.recap()["changed"] == 0
 
 
