@@ -106,6 +106,7 @@ def test_dependencies_cover_every_collection_the_roles_call_and_the_bundle_meets
     galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
     requirements = yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]
     assert {
+        "amazon.aws",
         "kubernetes.core",
         "community.general",
         "community.docker",
