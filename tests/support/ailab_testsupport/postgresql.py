@@ -77,7 +77,7 @@ class PostgresServer:
         args: Sequence[str] = (),
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``psql`` over TCP with ``ON_ERROR_STOP`` on ``sql`` or ``file``; stdout is tuples only.
+        """Run ``psql`` over TCP with ``ON_ERROR_STOP`` on ``sql`` or ``file``; stdout holds only rows.
 
         Connects as the superuser unless ``user`` and ``password`` are given. With ``check`` a
         failure raises ServiceError carrying psql's output.
@@ -85,6 +85,7 @@ class PostgresServer:
         cmd = [
             str(self.bin_dir / "psql"),
             "--no-psqlrc",
+            "--quiet",
             "--tuples-only",
             "--no-align",
             "-v",
