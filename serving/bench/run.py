@@ -41,6 +41,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the test helpers make models and manage processes
+sys.path.insert(0, str(HERE.parents[1] / "tests" / "support"))  # what pytest's pythonpath gives them
 
 from serving_testlib import (  # noqa: E402
     SHARED,
@@ -191,7 +192,7 @@ def process(
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     try:
-        wait_http(health, 180, proc, log)
+        wait_http(health, proc, log, 180, "the benchmark target")
         yield
     finally:
         stop_process(proc)

@@ -25,6 +25,23 @@ INCLUDES = ("ansible.builtin.import_", "ansible.builtin.include_")
 # Task keys that are not printed with the task's arguments or result.
 NOT_LOGGED = {"name", "when", "no_log", "tags", "notify", "listen", "changed_when", "failed_when", "until"}
 BLOCK_KEYS = ("block", "rescue", "always")
+# Messages: their literal text is written in the source (it may name a variable such as
+# postgresql_databases[].password); only what they template can carry a secret.
+MESSAGE_KEYS = ("msg", "fail_msg", "success_msg")
+JINJA_EXPRESSION = re.compile(r"{{.*?}}", re.DOTALL)
+
+
+def _templated_part_of_messages(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: " ".join(JINJA_EXPRESSION.findall(item))
+            if key in MESSAGE_KEYS and isinstance(item, str)
+            else _templated_part_of_messages(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_templated_part_of_messages(item) for item in value]
+    return value
 
 
 def _tasks(
@@ -51,7 +68,9 @@ def _task_files() -> Iterator[tuple[Path, list[dict[str, Any]]]]:
 def _shows_a_secret(path: Path, task: dict[str, Any]) -> bool:
     if any(key.startswith(INCLUDES) for key in task):
         return False  # prints the file name only; the included tasks are audited themselves
-    shown = yaml.safe_dump({k: v for k, v in task.items() if k not in NOT_LOGGED})
+    shown = yaml.safe_dump(
+        _templated_part_of_messages({k: v for k, v in task.items() if k not in NOT_LOGGED})
+    )
     # A template looked up into a fact: its text is what the fact holds.
     for template in TEMPLATE_LOOKUP.findall(shown):
         shown += (path.parent.parent / "templates" / template).read_text()
@@ -73,3 +92,10 @@ def test_the_audit_sees_the_secrets_of_the_values_step() -> None:
     path = REPO / "roles/yolo_server/tasks/values.yml"
     (task,) = yaml.safe_load(path.read_text())
     assert _shows_a_secret(path, task)
+
+
+def test_a_message_that_templates_a_secret_is_seen() -> None:
+    shows = {"ansible.builtin.fail": {"msg": "the password is {{ lab_admin_password }}"}}
+    names = {"ansible.builtin.fail": {"msg": "give postgresql_databases[].password for {{ item }}"}}
+    assert _shows_a_secret(REPO / "roles/x/tasks/main.yml", shows)
+    assert not _shows_a_secret(REPO / "roles/x/tasks/main.yml", names)

@@ -6,100 +6,44 @@ as the session does (``mlflow_process``) and tests only wait for it when they ne
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_testlib import free_port, make_model, run_server, stop_process, wait_http
+from ailab_testsupport import MlflowServer, mlflow_server, moto_server
+from serving_testlib import make_model, run_server
 
-BIN = Path(sys.executable).parent
 S3_BUCKET = "lab-models"
-
-
-def _require(binary: str) -> Path:
-    path = BIN / binary
-    if not path.exists():
-        found = shutil.which(binary)
-        if not found:
-            pytest.fail(f"{binary} is not installed (requirements/dev.txt brings it)")
-        path = Path(found)
-    return path
 
 
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Iterator[dict[str, Any]]:
     """moto_server with a bucket holding ``s3yolo`` v1 and v2 under ``models/``."""
-    import boto3  # noqa: PLC0415
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(_require("moto_server")), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{endpoint}/moto-api/", 60, proc, log)
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+    with moto_server(tmp_path_factory.mktemp("moto")) as s3:
+        client = s3.client()
         client.create_bucket(Bucket=S3_BUCKET)
         client.upload_file(
             str(model_repo / "animals" / "1" / "model.pt"), S3_BUCKET, "models/s3yolo/1/model.pt"
         )
         client.upload_file(str(model_repo / "circles.pt"), S3_BUCKET, "models/s3yolo/2/model.pt")
-        yield {"endpoint": endpoint, "bucket": S3_BUCKET, "client": client}
-    finally:
-        stop_process(proc)
+        yield {"endpoint": s3.endpoint, "bucket": S3_BUCKET, "client": client}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def mlflow_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def mlflow_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """Start ``mlflow server`` early (not waited for here): its start-up overlaps the other tests."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = root / "mlflow.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(_require("mlflow")),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        yield {"uri": f"http://127.0.0.1:{port}", "proc": proc, "log": log}
-    finally:
-        stop_process(proc)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow"), wait=False) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def mlflow_registry(mlflow_process: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> str:
+def mlflow_registry(mlflow_process: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The MLflow server, ready, with ``mlyolo`` v1 (dog) and v2 (circle, alias ``champion``)."""
     import mlflow  # noqa: PLC0415
     from mlflow import MlflowClient  # noqa: PLC0415
 
-    uri = mlflow_process["uri"]
-    wait_http(f"{uri}/health", 180, mlflow_process["proc"], mlflow_process["log"])
+    uri = mlflow_process.wait(180)
     weights = tmp_path_factory.mktemp("mlweights")
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
