@@ -46,7 +46,9 @@ def _nfs_vars(charts: Path, **extra: Any) -> dict[str, Any]:
 
 def _defaults(api: client.ApiClient) -> list[str]:
     classes = client.StorageV1Api(api).list_storage_class().items
-    return sorted(c.metadata.name for c in classes if (c.metadata.annotations or {}).get(DEFAULT_KEY) == "true")
+    return sorted(
+        c.metadata.name for c in classes if (c.metadata.annotations or {}).get(DEFAULT_KEY) == "true"
+    )
 
 
 def _annotation(api: client.ApiClient, name: str) -> str | None:
@@ -180,12 +182,12 @@ def test_bad_values_fail_before_any_change(
 
 
 def test_missing_class_names_it_and_the_fix(playbook: Callable[..., Any], shared_charts: Path) -> None:
-    run = playbook(
-        PLAYBOOK, _vars(shared_charts, lab_storage_class="fast-ssd", storage_class_wait_timeout=2), check=False
-    )
+    missing = _vars(shared_charts, lab_storage_class="fast-ssd", storage_class_wait_timeout=2)
+    run = playbook(PLAYBOOK, missing, check=False)
     assert run.returncode != 0
     text = " ".join(run.stdout.split())
-    assert "StorageClass fast-ssd (storage_class, lab_storage_class by default) does not exist" in text, run.tail()
+    expected = "StorageClass fast-ssd (storage_class, lab_storage_class by default) does not exist"
+    assert expected in text, run.tail()
     assert "--disable=local-storage" in text
     assert run.recap()["changed"] == 0
 
