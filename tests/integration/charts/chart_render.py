@@ -62,13 +62,21 @@ def render_chart(
     return objects
 
 
-def role_values(tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any]) -> dict[str, Any]:
-    """Run ``roles/<role>/tasks/values.yml`` with the shipped lab inventory; return the fact ``fact``."""
-    return run_values_step(tmp_path, role, fact, extra_vars)[0]
+def role_values(
+    tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any], *, inventory: Path | None = None
+) -> dict[str, Any]:
+    """Run ``roles/<role>/tasks/values.yml`` with the shipped lab inventory (or ``inventory``);
+    return the fact ``fact``."""
+    return run_values_step(tmp_path, role, fact, extra_vars, inventory=inventory)[0]
 
 
 def run_values_step(
-    tmp_path: Path, role: str, fact: str, extra_vars: dict[str, Any], *flags: str
+    tmp_path: Path,
+    role: str,
+    fact: str,
+    extra_vars: dict[str, Any],
+    *flags: str,
+    inventory: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Run the role's values step with ansible-playbook ``flags``; return the fact and the output."""
     out_file = tmp_path / "role-values.json"
@@ -100,11 +108,10 @@ def run_values_step(
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
     }
-    inventory = str(ROOT / "inventories" / "lab")
     cmd = [
         str(VENV_BIN / "ansible-playbook"),
         "-i",
-        inventory,
+        str(inventory or ROOT / "inventories" / "lab"),
         str(playbook),
         "-e",
         json.dumps(extra_vars),
