@@ -48,9 +48,7 @@ def _vars(charts: Path, credentials: Path, **extra: Any) -> dict[str, Any]:
 
 
 def _secret(name: str, data: dict[str, str]) -> client.V1Secret:
-    return client.V1Secret(
-        metadata=client.V1ObjectMeta(name=name, namespace=NAMESPACE), string_data=data
-    )
+    return client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=NAMESPACE), string_data=data)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +102,19 @@ def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]
 
 
 @pytest.fixture(scope="module")
-def installed(
-    secrets: client.CoreV1Api, playbook: Any, shared_charts: Path, credentials_dir: Path
-) -> Any:
-    run = playbook(PLAYBOOK, _vars(shared_charts, credentials_dir))
+def platform(secrets: client.CoreV1Api, playbook: Any, shared_charts: Path, credentials_dir: Path) -> Any:
+    """Call as ``platform(check=True, **inventory_vars)``: platform.yml with the test's variables,
+    after the database and S3 Secrets exist."""
+
+    def run(check: bool = True, **extra: Any) -> Any:
+        return playbook(PLAYBOOK, _vars(shared_charts, credentials_dir, **extra), check=check)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def installed(platform: Any) -> Any:
+    run = platform()
     assert run.recap()["changed"] > 0
     return run
 
@@ -124,16 +131,10 @@ def installed(
     ],
 )
 def test_bad_settings_fail_before_any_change(
-    secrets: client.CoreV1Api,
-    playbook: Any,
-    shared_charts: Path,
-    credentials_dir: Path,
-    helm: Any,
-    extra: dict[str, Any],
-    variable: str,
+    platform: Any, credentials_dir: Path, helm: Any, extra: dict[str, Any], variable: str
 ) -> None:
     # Runs before `installed`: nothing of MLflow exists yet, and nothing may appear.
-    run = playbook(PLAYBOOK, _vars(shared_charts, credentials_dir, **extra), check=False)
+    run = platform(check=False, **extra)
     assert run.returncode != 0
     assert variable in run.stdout, run.tail()
     assert run.recap()["changed"] == 0
@@ -199,22 +200,15 @@ def test_admin_password_is_private_and_never_printed(
     assert password not in helm("get", "values", "mlflow", "-n", NAMESPACE, "-o", "json")
 
 
-def test_second_run_changes_nothing(
-    installed: Any, playbook: Any, shared_charts: Path, credentials_dir: Path
-) -> None:
-    run = playbook(PLAYBOOK, _vars(shared_charts, credentials_dir))
+def test_second_run_changes_nothing(installed: Any, platform: Any) -> None:
+    run = platform()
     assert run.recap()["changed"] == 0, run.tail()
 
 
 def test_absent_removes_the_release_and_its_secrets_only(
-    installed: Any,
-    playbook: Any,
-    shared_charts: Path,
-    credentials_dir: Path,
-    kube_api: client.ApiClient,
-    helm: Any,
+    installed: Any, platform: Any, kube_api: client.ApiClient, helm: Any
 ) -> None:
-    run = playbook(PLAYBOOK, _vars(shared_charts, credentials_dir, mlflow_state="absent"))
+    run = platform(mlflow_state="absent")
     assert run.recap()["changed"] > 0
     assert "mlflow" not in [r["name"] for r in json.loads(helm("list", "-n", NAMESPACE, "-o", "json"))]
     core = client.CoreV1Api(kube_api)
@@ -222,5 +216,5 @@ def test_absent_removes_the_release_and_its_secrets_only(
     assert not {"mlflow-admin", "mlflow-flask-server-secret-key"} & names
     assert set(FOREIGN_SECRETS) <= names  # the postgresql and s3 roles' Secrets stay
     assert core.read_namespace(NAMESPACE).status.phase == "Active"  # shared: never deleted
-    again = playbook(PLAYBOOK, _vars(shared_charts, credentials_dir, mlflow_state="absent"))
+    again = platform(mlflow_state="absent")
     assert again.recap()["changed"] == 0, again.tail()

@@ -150,9 +150,7 @@ def test_offline_lab_without_auth(tmp_path: Path) -> None:
         {
             "mlflow_auth_enabled": False,
             "mlflow_image_repository": "registry.lab.local:5000/burakince/mlflow",
-            "mlflow_values": {
-                "initImages": {"dbchecker": {"repository": "registry.lab.local:5000/busybox"}}
-            },
+            "mlflow_values": {"initImages": {"dbchecker": {"repository": "registry.lab.local:5000/busybox"}}},
         },
     )
     spec = pod_spec(objects)

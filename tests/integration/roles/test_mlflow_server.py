@@ -65,7 +65,8 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+            tail = f":\n{log.read_text()[-3000:]}" if log else ""
+            pytest.fail(f"{what} exited with {proc.returncode}{tail}")
         if check():
             return
         time.sleep(0.5)
@@ -82,13 +83,18 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def _run(cmd: list[str]) -> None:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, f"{' '.join(cmd)}: {out.stdout}{out.stderr}"
+
+
 # TODO(merge): use ailab_testsupport.postgresql_server (branch data-pg) instead of this fixture.
 @pytest.fixture(scope="module")
 def postgresql() -> Iterator[dict[str, Any]]:
     """Debian's PostgreSQL 15 on 127.0.0.1 with database and user ``mlflow`` (password auth)."""
     initdb = shutil.which("initdb")
     if not initdb:
-        pytest.fail("initdb is not on PATH: install Debian's postgresql-15 (the test needs a real PostgreSQL)")
+        pytest.fail("initdb is not on PATH: install Debian's postgresql-15 (a real PostgreSQL is needed)")
     bindir = Path(initdb).resolve().parent
     root = Path(tempfile.mkdtemp(prefix="ailab-mlflow-pg-"))
     root.chmod(0o755)
@@ -100,26 +106,18 @@ def postgresql() -> Iterator[dict[str, Any]]:
         shutil.chown(data, "postgres", "postgres")
         as_postgres = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    run = dict(check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run(
+    _run(
         [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
          "--auth-local=trust", "--auth-host=scram-sha-256"],
-        **run,
     )  # fmt: skip
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
     log = root / "postgresql.log"
-    subprocess.run(
-        [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "start"],
-        **run,
-    )
+    _run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "start"])
     try:
         psql = [*as_postgres, str(bindir / "psql"), "-h", str(root), "-p", str(port), "-U", "postgres"]
-        sql = (
-            f"CREATE USER {DB_USER} PASSWORD '{DB_PASSWORD}';"
-            f"CREATE DATABASE {DB_NAME} OWNER {DB_USER};"
-        )
+        sql = f"CREATE USER {DB_USER} PASSWORD '{DB_PASSWORD}';CREATE DATABASE {DB_NAME} OWNER {DB_USER};"
         for statement in sql.split(";")[:-1]:
-            subprocess.run([*psql, "-v", "ON_ERROR_STOP=1", "-c", statement], **run)
+            _run([*psql, "-v", "ON_ERROR_STOP=1", "-c", statement])
         yield {"host": "127.0.0.1", "port": port, "psql": psql}
     finally:
         subprocess.run(
@@ -244,8 +242,8 @@ def server(
     (config_dir := tmp / "config").mkdir()
     template = objects[("ConfigMap", "mlflow-auth-ini-template")]["data"]["auth_template.ini"]
     (template_dir / "auth_template.ini").write_text(template)
-    sed_script = ini_init["args"][0].replace("/template/", f"{template_dir}/").replace(
-        "/config/", f"{config_dir}/"
+    sed_script = (
+        ini_init["args"][0].replace("/template/", f"{template_dir}/").replace("/config/", f"{config_dir}/")
     )
     out = subprocess.run(
         ini_init["command"] + [sed_script], env={**CLEAN_ENV, **_resolve(ini_init, objects)},
@@ -266,9 +264,7 @@ def server(
     args = [a.replace("$(", "${") for a in main["args"]]
     assert not [a for a in args if "${" in a], "no $(VAR) references expected in the args"
     assert "--host=0.0.0.0" in args and "--port=5000" in args
-    args = [
-        {"--host=0.0.0.0": "--host=127.0.0.1", "--port=5000": f"--port={port}"}.get(a, a) for a in args
-    ]
+    args = [{"--host=0.0.0.0": "--host=127.0.0.1", "--port=5000": f"--port={port}"}.get(a, a) for a in args]
     command = [str(VENV_BIN / main["command"][0]), *args]
     log = tmp / "mlflow.log"
     with log.open("wb") as handle:
