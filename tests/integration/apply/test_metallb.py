@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from platform_vars import platform_only
 
 PLAYBOOK = "playbooks/platform.yml"
 NAMESPACE = "metallb-system"
@@ -39,7 +40,7 @@ CRDS = {
 
 
 def _vars(charts: Path, **extra: Any) -> dict[str, Any]:
-    return {"lab_chart_dir": str(charts), "metallb_wait_timeout": 120, **extra}
+    return {"lab_chart_dir": str(charts), "metallb_wait_timeout": 120, **platform_only("metallb"), **extra}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,10 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from ailab_testsupport import moto_server
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from platform_vars import platform_only
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAYBOOK = "playbooks/platform.yml"
@@ -30,12 +30,7 @@ LB_IP = "198.51.100.243"
 SERVICES = {"mlflow", "labelstudio", "yolo-server", "notebooks"}
 BUCKETS = {"ailab-datasets", "ailab-mlflow", "ailab-models", "ailab-results"}
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"}
-OTHERS_OFF = {
-    "metallb_enabled": False,
-    "storage_enabled": False,
-    "postgresql_enabled": False,
-    "mlflow_enabled": False,
-}
+OTHERS_OFF = platform_only("minio", "s3_buckets")
 
 
 def shipped_vars() -> dict[str, Any]:
@@ -44,50 +39,11 @@ def shipped_vars() -> dict[str, Any]:
     return {k: v for k, v in shipped.items() if k.startswith("lab_s3_") or k == "lab_platform_namespace"}
 
 
-def free_port() -> int:  # TODO(merge): the shared test-support package
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float, what: str) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited: {log.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"{what} did not answer")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server; yields its URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/moto-api/", proc, log, 60, "moto_server")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server.endpoint
 
 
 def _buckets(endpoint: str) -> set[str]:

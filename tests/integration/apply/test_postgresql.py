@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from platform_vars import platform_only
 
 PLAYBOOK = "playbooks/platform.yml"
 NAMESPACE = "ailab-platform"
@@ -40,7 +41,7 @@ def run(playbook: Callable[..., Any], credentials: Path) -> Callable[..., Any]:
 
     def call(*args: str, check: bool = True, **extra: Any) -> Any:
         variables = {
-            "metallb_enabled": False,
+            **platform_only("postgresql"),
             "lab_credentials_dir": str(credentials),
             "lab_storage_class": "local-path",
             "postgresql_wait_timeout": 120,
@@ -79,7 +80,9 @@ def test_bad_database_name_fails_before_any_change(
     assert bad.returncode != 0
     assert "postgresql_databases holds ML-flow" in bad.stdout, bad.tail()
     assert bad.recap()["changed"] == 0
-    assert _gone(lambda: client.CoreV1Api(kube_api).read_namespace(NAMESPACE))
+    # Nothing of the role's (the shared namespace may already exist, made by another service).
+    assert _gone(lambda: client.AppsV1Api(kube_api).read_namespaced_stateful_set("postgresql", NAMESPACE))
+    assert _gone(lambda: client.CoreV1Api(kube_api).read_namespaced_secret("postgresql", NAMESPACE))
 
 
 def test_external_without_passwords_fails_naming_the_variable(

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from platform_vars import platform_only
 
 PLAYBOOK = "playbooks/platform.yml"
 NAMESPACE = "ailab-storage"
@@ -37,7 +38,7 @@ LIMIT = ("--limit", "localhost")
 
 def _vars(charts: Path, **extra: Any) -> dict[str, Any]:
     # Only the storage role: every other service of platform.yml off.
-    return {"lab_chart_dir": str(charts), "metallb_enabled": False, "storage_wait_timeout": 120, **extra}
+    return {"lab_chart_dir": str(charts), **platform_only("storage"), "storage_wait_timeout": 120, **extra}
 
 
 def _nfs_vars(charts: Path, **extra: Any) -> dict[str, Any]:
