@@ -81,10 +81,19 @@ class MlflowRest:
     a file to a server that does not proxy artifacts (see ``log_artifact``).
     """
 
-    def __init__(self, tracking_uri: str, timeout: int = 60, validate_certs: bool = True):
+    def __init__(
+        self,
+        tracking_uri: str,
+        timeout: int = 60,
+        validate_certs: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         self.uri = tracking_uri.rstrip("/")
         self.timeout = timeout
         self.validate_certs = validate_certs
+        self.username = username
+        self.password = password
 
     def _call(self, method: str, path: str, body=None, *, query=None, data=None, content_type=None):
         url = self.uri + path + ("?" + urlencode(query) if query else "")
@@ -102,9 +111,27 @@ class MlflowRest:
                 method=method,
                 timeout=self.timeout,
                 validate_certs=self.validate_certs,
+                url_username=self.username,
+                url_password=self.password,
+                # MLflow's basic-auth app answers 401 without a challenge browsers would retry on.
+                force_basic_auth=bool(self.username),
             )
             raw = response.read()
         except HTTPError as exc:
+            if exc.code in (401, 403) and path.startswith("/api/"):
+                raise RegistryError(
+                    "MLflow at %s refused %s %s with HTTP %d: %s"
+                    % (
+                        self.uri,
+                        method,
+                        path,
+                        exc.code,
+                        "give username and password (or MLFLOW_TRACKING_USERNAME/_PASSWORD); the lab's "
+                        "admin password is in <lab_credentials_dir>/mlflow-admin-password"
+                        if not self.username
+                        else "the user %s has no permission for it, or its password is wrong" % self.username,
+                    )
+                ) from None
             try:
                 payload = json.loads(exc.read() or b"{}")
             except ValueError:
@@ -240,8 +267,14 @@ class MlflowRest:
         )
 
 
-def make_client(tracking_uri: str, timeout: int = 60, validate_certs: bool = True) -> MlflowRest:
-    return MlflowRest(tracking_uri, timeout, validate_certs)
+def make_client(
+    tracking_uri: str,
+    timeout: int = 60,
+    validate_certs: bool = True,
+    username: str | None = None,
+    password: str | None = None,
+) -> MlflowRest:
+    return MlflowRest(tracking_uri, timeout, validate_certs, username, password)
 
 
 def _versions(client, name: str) -> list:

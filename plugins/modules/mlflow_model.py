@@ -68,6 +68,16 @@ options:
     description: Verify the TLS certificate of O(tracking_uri).
     type: bool
     default: true
+  username:
+    description:
+      - User of a tracking server with basic auth (the lab's MLflow: O(lab_admin_user) or a user
+        made in MLflow). Defaults to the environment variable E(MLFLOW_TRACKING_USERNAME).
+    type: str
+  password:
+    description:
+      - Password of O(username); the lab's admin password is in
+        C(<lab_credentials_dir>/mlflow-admin-password). Defaults to E(MLFLOW_TRACKING_PASSWORD).
+    type: str
   s3:
     description:
       - S3 settings for a server that does not proxy artifacts (the client then writes to S3 itself).
@@ -171,7 +181,7 @@ actions:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.ailab.platform.plugins.module_utils.mlflow_registry import (
     RegistryError,
     check_server,
@@ -197,6 +207,12 @@ def main():
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "timeout": {"type": "int", "default": 60},
             "validate_certs": {"type": "bool", "default": True},
+            "username": {"type": "str", "fallback": (env_fallback, ["MLFLOW_TRACKING_USERNAME"])},
+            "password": {
+                "type": "str",
+                "no_log": True,
+                "fallback": (env_fallback, ["MLFLOW_TRACKING_PASSWORD"]),
+            },
             "s3": {
                 "type": "dict",
                 "options": {
@@ -208,6 +224,7 @@ def main():
             },
         },
         mutually_exclusive=[("source", "model_file")],
+        required_together=[("username", "password")],
         required_one_of=[("source", "model_file", "version")],
         supports_check_mode=True,
     )
@@ -223,7 +240,13 @@ def main():
             os.environ[variable] = s3[option]
     try:
         check_server(params["tracking_uri"], params["timeout"], params["validate_certs"])
-        client = make_client(params["tracking_uri"], params["timeout"], params["validate_certs"])
+        client = make_client(
+            params["tracking_uri"],
+            params["timeout"],
+            params["validate_certs"],
+            params["username"],
+            params["password"],
+        )
         result = ensure_model_version(client, params, module.check_mode)
     except RegistryError as exc:
         module.fail_json(msg=str(exc))

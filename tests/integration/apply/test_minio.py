@@ -9,6 +9,7 @@ for the MinIO pod, which cannot run on the testbed's kwok nodes: the test points
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import stat
 from collections.abc import Callable, Iterator
@@ -202,17 +203,24 @@ def test_external_s3_gets_buckets_and_shared_keys_and_no_minio(
         "lab_s3_secret_key": "lab-external-secret-0123",
         "lab_s3_bucket": "ext",
     }
-    run = playbook(PLAYBOOK, lab)
-    assert run.recap()["changed"] > 0
-    assert "minio" not in _releases(helm)
-    assert {"ext-datasets", "ext-mlflow", "ext-models", "ext-results"} <= _buckets(s3)
-    secret = _secret(kube_api, "s3-labelstudio")
-    assert secret["AWS_ACCESS_KEY_ID"] == "lab-external-key"
-    assert secret["AWS_ENDPOINT_URL"] == s3
-    assert "lab-external-secret-0123" not in run.stdout
+    try:
+        run = playbook(PLAYBOOK, lab)
+        assert run.recap()["changed"] > 0
+        assert "minio" not in _releases(helm)
+        assert {"ext-datasets", "ext-mlflow", "ext-models", "ext-results"} <= _buckets(s3)
+        secret = _secret(kube_api, "s3-labelstudio")
+        assert secret["AWS_ACCESS_KEY_ID"] == "lab-external-key"
+        assert secret["AWS_ENDPOINT_URL"] == s3
+        assert "lab-external-secret-0123" not in run.stdout
 
-    again = playbook(PLAYBOOK, lab)
-    assert again.recap()["changed"] == 0, again.tail()
+        again = playbook(PLAYBOOK, lab)
+        assert again.recap()["changed"] == 0, again.tail()
+    finally:
+        # The services' Secrets are the external S3's: later tests (test_mlflow.py) make their own.
+        core = client.CoreV1Api(kube_api)
+        for service in SERVICES:
+            with contextlib.suppress(ApiException):
+                core.delete_namespaced_secret(f"s3-{service}", NAMESPACE)
 
 
 def test_endpoint_that_is_not_a_url_is_refused(playbook: Callable[..., Any], tmp_path: Path) -> None:

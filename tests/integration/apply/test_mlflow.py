@@ -52,6 +52,15 @@ def _secret(name: str, data: dict[str, str]) -> client.V1Secret:
     return client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=NAMESPACE), string_data=data)
 
 
+def _put_secret(core: client.CoreV1Api, secret: client.V1Secret) -> None:
+    """Create the Secret, or replace one an earlier test left with the same name."""
+    try:
+        core.create_namespaced_secret(NAMESPACE, secret)
+    except ApiException as exc:
+        assert exc.status == 409, exc
+        core.replace_namespaced_secret(secret.metadata.name, NAMESPACE, secret)
+
+
 @pytest.fixture(scope="module")
 def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]:
     """The Secrets the postgresql and minio/s3_buckets roles make, made here by hand.
@@ -67,8 +76,8 @@ def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         made_namespace = True
     host = f"postgresql.{NAMESPACE}.svc"
-    core.create_namespaced_secret(
-        NAMESPACE,
+    _put_secret(
+        core,
         _secret(
             "postgresql-mlflow",
             {
@@ -81,8 +90,8 @@ def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]
             },
         ),
     )
-    core.create_namespaced_secret(
-        NAMESPACE,
+    _put_secret(
+        core,
         _secret(
             "s3-mlflow",
             {"AWS_ACCESS_KEY_ID": "mlflow-key", "AWS_SECRET_ACCESS_KEY": "s3-secret-never-in-values"},

@@ -1,18 +1,29 @@
 """playbooks/platform.yml as a whole against the test control plane (tests/kube/).
 
 What each service role does is tested in its own file (test_metallb.py, test_storage.py, ...);
-here: the play stops before anything changes when it cannot reach the API.
+here: the play stops before anything changes when it cannot reach the API, and the whole data
+layer (MetalLB, storage, MinIO, buckets, PostgreSQL, MLflow) installs in one run as the shipped
+lab inventory configures it, each role finding what the previous ones made, and a second run
+changes nothing. kwok runs no container: a real moto S3 server stands in for the MinIO pod in the
+bucket step (``s3_buckets_endpoint``), and MLflow's own processes are
+tests/integration/roles/test_mlflow_server.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from ailab_testsupport import moto_server
+from kubernetes import client
+from platform_vars import PLATFORM_COMPONENTS
 
 PLAYBOOK = "playbooks/platform.yml"
+ROOT = Path(__file__).resolve().parents[3]
+NAMESPACE = "ailab-platform"
 
 
 def test_unreachable_api_fails_first_with_the_fix(
@@ -37,3 +48,111 @@ def test_missing_kubeconfig_names_the_variable(playbook: Callable[..., Any], tmp
     assert run.returncode != 0
     assert f"lab_kubeconfig ({tmp_path / 'nowhere'}) does not exist: has cluster.yml run?" in run.stdout
     assert run.recap()["changed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole data layer in one run
+
+
+@pytest.fixture(scope="module")
+def lab(shared_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The shipped lab inventory's variables, with the vendored charts and a moto S3 stand-in."""
+    shipped = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
+    keep = ("lab_s3_", "lab_platform_namespace", "lab_storage_class", "lab_domain", "lab_admin_")
+    with moto_server(tmp_path_factory.mktemp("moto")) as s3:
+        yield {
+            **{k: v for k, v in shipped.items() if k.startswith(keep)},
+            "lab_chart_dir": str(shared_charts),
+            "lab_credentials_dir": str(tmp_path_factory.mktemp("platform-lab") / "credentials"),
+            "s3_buckets_endpoint": s3.endpoint,
+            "metallb_wait_timeout": 120,
+            "minio_wait_timeout": 120,
+            "postgresql_wait_timeout": 120,
+            "mlflow_wait_timeout": 120,
+        }
+
+
+@pytest.fixture(scope="module")
+def installed(playbook: Callable[..., Any], lab: dict[str, Any], kube_api: client.ApiClient) -> Iterator[Any]:
+    run = playbook(PLAYBOOK, lab)
+    yield run
+    # Leave the shared control plane as the other tests expect it: every component removed.
+    states = {f"{c}_state": "absent" for c in PLATFORM_COMPONENTS if c != "s3_buckets"}
+    playbook(
+        PLAYBOOK,
+        {
+            **lab,
+            **states,
+            "s3_buckets_enabled": False,
+            "minio_delete_data": True,
+            "postgresql_delete_data": True,
+        },
+    )
+
+
+def _mlflow_container(api: client.ApiClient) -> Any:
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("mlflow", NAMESPACE)
+    return deployment.spec.template.spec.containers[0]
+
+
+def _secret_keys(api: client.ApiClient, name: str) -> set[str]:
+    return set(client.CoreV1Api(api).read_namespaced_secret(name, NAMESPACE).data)
+
+
+def test_each_role_finds_what_the_previous_ones_made(installed: Any, kube_api: client.ApiClient) -> None:
+    assert installed.recap()["changed"] > 0
+    # MLflow reads the database and S3 Secrets that the postgresql and minio roles wrote.
+    container = _mlflow_container(kube_api)
+    refs = {
+        e.value_from.secret_key_ref.name
+        for e in container.env or []
+        if e.value_from and e.value_from.secret_key_ref
+    }
+    assert {"postgresql-mlflow", "s3-mlflow"} <= refs
+    assert {"username", "password", "host", "uri"} <= _secret_keys(kube_api, "postgresql-mlflow")
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= _secret_keys(kube_api, "s3-mlflow")
+    # MinIO's and PostgreSQL's volumes are on the one default class.
+    claims = client.CoreV1Api(kube_api).list_namespaced_persistent_volume_claim(NAMESPACE).items
+    assert {c.metadata.name: c.spec.storage_class_name for c in claims} == {
+        "minio": "local-path",
+        "data-postgresql-0": "local-path",
+    }
+    classes = client.StorageV1Api(kube_api).list_storage_class().items
+    defaults = [
+        c.metadata.name
+        for c in classes
+        if (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ]
+    assert defaults == ["local-path"]
+
+
+def test_mlflow_allows_the_address_metallb_picked(installed: Any, kube_api: client.ApiClient) -> None:
+    service = client.CoreV1Api(kube_api).read_namespaced_service("mlflow", NAMESPACE)
+    (ingress,) = service.status.load_balancer.ingress
+    env = client.CoreV1Api(kube_api).read_namespaced_config_map("mlflow-env-configmap", NAMESPACE).data
+    allowed = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert {ingress.ip, f"{ingress.ip}:5000"} <= set(allowed), allowed
+    assert f"MLflow: http://{ingress.ip}:5000" in installed.stdout
+
+
+def test_the_services_table_names_urls_and_credential_files(installed: Any, lab: dict[str, Any]) -> None:
+    credentials = lab["lab_credentials_dir"]
+    table = installed.stdout.rsplit("Show the lab's services", 1)[-1]
+    assert "service | URL | credentials" in table
+    assert "S3 (MinIO) | http://198.51.100." in table
+    assert f"{credentials}/s3-access-key" in table
+    assert "PostgreSQL | postgresql://postgresql.ailab-platform.svc:5432" in table
+    assert f"{credentials}/mlflow-admin-password" in table
+
+
+def test_second_run_changes_nothing(
+    installed: Any, playbook: Callable[..., Any], lab: dict[str, Any]
+) -> None:
+    run = playbook(PLAYBOOK, lab)
+    assert run.recap()["changed"] == 0, run.tail()
+
+
+def test_every_component_has_a_switch(playbook: Callable[..., Any], lab: dict[str, Any]) -> None:
+    off = {f"{c}_enabled": False for c in PLATFORM_COMPONENTS}
+    run = playbook(PLAYBOOK, {**lab, **off})
+    assert run.recap()["changed"] == 0, run.tail()

@@ -240,16 +240,8 @@ def test_basic_auth(server: dict[str, Any]) -> None:
     assert _status(server["url"] + API, {**host, **_basic(ADMIN, ADMIN_PASSWORD)}) == 200
 
 
-def test_model_registered_through_the_proxy_lands_in_s3(server: dict[str, Any], moto: dict[str, Any]) -> None:
-    tmp = server["tmp"]
-    weights = tmp / "best.pt"
-    weights.write_bytes(os.urandom(4096))
-    # The client has no S3 keys and no S3 endpoint: only MLflow's URL and the admin's login.
-    # mlflow_model has no user/password options; Ansible's open_url sends the login of the
-    # NETRC file for the host.
-    netrc = tmp / "netrc"
-    netrc.write_text(f"machine 127.0.0.1 login {ADMIN} password {ADMIN_PASSWORD}\n")
-    netrc.chmod(0o600)
+def _play(tmp: Path, name: str, module_args: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run ``ailab.platform.mlflow_model`` with ``module_args`` in a playbook; save its result."""
     play = [
         {
             "name": "Register a model",
@@ -258,39 +250,60 @@ def test_model_registered_through_the_proxy_lands_in_s3(server: dict[str, Any], 
             "tasks": [
                 {
                     "name": "Register the weights",
-                    "ailab.platform.mlflow_model": {
-                        "tracking_uri": server["url"],
-                        "name": "server-test",
-                        "model_file": str(weights),
-                        "alias": "champion",
-                    },
-                    "register": "registered",
+                    "ailab.platform.mlflow_model": module_args,
+                    "register": "out",
                 },
                 {
                     "name": "Save the result",
                     "ansible.builtin.copy": {
-                        "content": "{{ registered | to_json }}",
-                        "dest": str(tmp / "registered.json"),
+                        "content": "{{ out | to_json }}",
+                        "dest": str(tmp / f"{name}.json"),
                         "mode": "0600",
                     },
                 },
             ],
         }
     ]
-    (tmp / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    (tmp / f"{name}.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     env = {
         **CLEAN_ENV,
-        "NETRC": str(netrc),
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".collections"),
         "ANSIBLE_NOCOLOR": "1",
     }
-    out = subprocess.run(
+    return subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(tmp / "play.yml")],
+         "-e", f"ansible_python_interpreter={sys.executable}", str(tmp / f"{name}.yml")],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+
+
+def test_registering_without_a_login_names_the_fix(server: dict[str, Any]) -> None:
+    weights = server["tmp"] / "anonymous.pt"
+    weights.write_bytes(os.urandom(1024))
+    args = {"tracking_uri": server["url"], "name": "anonymous", "model_file": str(weights)}
+    out = _play(server["tmp"], "anonymous", args)
+    assert out.returncode != 0
+    assert "refused" in out.stdout and "HTTP 401" in out.stdout, out.stdout[-3000:]
+    assert "give username and password (or MLFLOW_TRACKING_USERNAME/_PASSWORD)" in out.stdout
+
+
+def test_model_registered_through_the_proxy_lands_in_s3(server: dict[str, Any], moto: dict[str, Any]) -> None:
+    tmp = server["tmp"]
+    weights = tmp / "best.pt"
+    weights.write_bytes(os.urandom(4096))
+    # The client has no S3 keys and no S3 endpoint: only MLflow's URL and the admin's login.
+    args = {
+        "tracking_uri": server["url"],
+        "username": ADMIN,
+        "password": ADMIN_PASSWORD,
+        "name": "server-test",
+        "model_file": str(weights),
+        "alias": "champion",
+    }
+    out = _play(tmp, "registered", args)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + server["log"].read_text()[-2000:]
+    assert ADMIN_PASSWORD not in out.stdout
     registered = json.loads((tmp / "registered.json").read_text())
     assert registered["changed"] and registered["version"] == "1"
     assert registered["source"].startswith("runs:/")
