@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ailab_testsupport import run_local_playbook
 
 ROOT = Path(__file__).resolve().parents[3]
 BUILT_HELM = ROOT / "tests" / "kube" / ".build" / "bin" / "helm"
@@ -68,34 +69,17 @@ NO_PIN = json.dumps({"helm_checksums": {}})
 def run_role(tmp_path: Path, mirror: str, install_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "helm.yml"
     playbook.write_text(PLAYBOOK)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".collections"),
-        "ANSIBLE_NOCOLOR": "1",
-        # No helm on PATH: the role must find the one it installed in helm_install_dir.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
-    }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-e",
-            f"helm_download_base_url={mirror}",
-            "-e",
-            f"helm_install_dir={install_dir}",
-            *extra,
-            str(playbook),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-        timeout=300,
+    # No helm on PATH: the role must find the one it installed in helm_install_dir.
+    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    return run_local_playbook(
+        playbook,
+        tmp_path,
+        "-e",
+        f"helm_download_base_url={mirror}",
+        "-e",
+        f"helm_install_dir={install_dir}",
+        *extra,
+        env={"PATH": path},
     )
 
 

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from ailab_testsupport import (
     free_port,
     moto_server,
     postgresql_server,
+    run_local_playbook,
     start_process,
     stop_process,
     wait_http,
@@ -264,18 +264,9 @@ def _play(tmp: Path, name: str, module_args: dict[str, Any]) -> subprocess.Compl
             ],
         }
     ]
-    (tmp / f"{name}.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    env = {
-        **CLEAN_ENV,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".collections"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    return subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(tmp / f"{name}.yml")],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    out_dir = tmp / name
+    out_dir.mkdir()
+    return run_local_playbook(play, out_dir, env=CLEAN_ENV)
 
 
 def test_registering_without_a_login_names_the_fix(server: dict[str, Any]) -> None:

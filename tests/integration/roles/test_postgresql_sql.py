@@ -9,16 +9,17 @@ run with ``psql -v ON_ERROR_STOP=1`` as the superuser, as the Job does, against 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from ailab_testsupport import PostgresServer, ServiceError, mlflow_server, postgresql_server
+from ailab_testsupport import (
+    PostgresServer,
+    ServiceError,
+    mlflow_server,
+    postgresql_server,
+    run_local_playbook,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "roles" / "postgresql" / "templates" / "databases.sql.j2"
@@ -56,27 +57,7 @@ def render(directory: Path, accounts: list[dict[str, str]]) -> Path:
             ],
         }
     ]
-    playbook = directory / "render.yml"
-    playbook.write_text(yaml.safe_dump(play, sort_keys=False))
-    extra = directory / "vars.json"
-    extra.write_text(json.dumps({"ansible_python_interpreter": sys.executable}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-e",
-            f"@{extra}",
-            str(playbook),
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_local_playbook(play, directory)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return target
 

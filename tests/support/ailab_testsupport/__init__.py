@@ -10,6 +10,7 @@ pytest finds this package through ``pythonpath`` in the root ``pyproject.toml``;
 pytest (``serving/bench/run.py``) put ``tests/support`` on ``sys.path`` themselves.
 """
 
+from ailab_testsupport.ansible import run_local_playbook
 from ailab_testsupport.postgresql import PostgresServer, postgresql_server
 from ailab_testsupport.processes import (
     ServiceError,
@@ -31,6 +32,7 @@ __all__ = [
     "moto_server",
     "offline_env",
     "postgresql_server",
+    "run_local_playbook",
     "start_process",
     "stop_process",
     "venv_binary",
