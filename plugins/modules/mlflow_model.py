@@ -70,8 +70,8 @@ options:
     default: true
   username:
     description:
-      - User of a tracking server with basic auth (the lab's MLflow: O(lab_admin_user) or a user
-        made in MLflow). Defaults to the environment variable E(MLFLOW_TRACKING_USERNAME).
+      - User of a tracking server with basic auth, such as the lab's MLflow (its admin is
+        C(lab_admin_user)). Defaults to the environment variable E(MLFLOW_TRACKING_USERNAME).
     type: str
   password:
     description:
