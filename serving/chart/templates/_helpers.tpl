@@ -39,9 +39,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* True (non-empty) when the chart creates the Secret: no existing one and some value given. */}}
+{{/* The secret values the chart knows, by their name under .Values.secret (and .keys). */}}
+{{- define "yolo.secretFields" -}}
+s3AccessKeyId s3SecretAccessKey apiKey mlflowUsername mlflowPassword
+{{- end }}
+
 {{- define "yolo.createSecret" -}}
 {{- $s := .Values.secret }}
-{{- if and (not $s.existingSecret) (or $s.s3AccessKeyId $s.s3SecretAccessKey $s.apiKey) }}true{{ end }}
+{{- $given := list }}
+{{- range $k := splitList " " (include "yolo.secretFields" .) }}{{ if index $s $k }}{{ $given = append $given $k }}{{ end }}{{ end }}
+{{- if and (not $s.existingSecret) $given }}true{{ end }}
 {{- end }}
 
 {{- define "yolo.secretName" -}}

@@ -9,6 +9,7 @@ real API server is tests/integration/apply/test_serving_apply.py.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,37 @@ def test_values_step_keeps_keys_out_of_the_log(tmp_path: Path) -> None:
     assert values["secret"]["s3SecretAccessKey"] == "secret-5d2a8c40"  # the step did run with them
     for name, key in keys.items():
         assert key not in output, f"{name} shows in the -vvv output"
+
+
+def test_lab_minio_and_mlflow_with_the_servers_own_logins(tmp_path: Path) -> None:
+    # What platform.yml leaves for the serving play of the same run: the minio and mlflow roles'
+    # facts, and the keys they generated into the credentials directory.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "s3-yolo-server").write_text("minio-key-of-the-yolo-server-0123456789")
+    (credentials / "mlflow-admin-password").write_text("mlflow-admin-pass-0123456789abcdefgh")
+    facts = {
+        "lab_credentials_dir": str(credentials),
+        "minio_endpoint_in_cluster": "http://minio.ailab-platform.svc:9000",
+        "mlflow_tracking_uri": "http://mlflow.ailab-platform.svc:5000",
+    }
+    values, output = run_values_step(tmp_path, facts, "-v")
+    for secret in ("minio-key-of-the-yolo-server-0123456789", "mlflow-admin-pass-0123456789abcdefgh"):
+        assert secret not in output
+    objs = by_kind(render(tmp_path, values))
+    env = env_of(container(objs))
+    assert env["AILAB_SERVE_S3_ENDPOINT"] == "http://minio.ailab-platform.svc:9000"
+    assert env["AILAB_SERVE_S3_BUCKET"] == "ailab-models"
+    assert env["AILAB_SERVE_MLFLOW_URI"] == "http://mlflow.ailab-platform.svc:5000"
+    data = {k: base64.b64decode(v).decode() for k, v in objs["Secret"]["data"].items()}
+    assert data == {
+        "AWS_ACCESS_KEY_ID": "yolo-server",  # its own MinIO user, limited to its buckets
+        "AWS_SECRET_ACCESS_KEY": "minio-key-of-the-yolo-server-0123456789",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": "mlflow-admin-pass-0123456789abcdefgh",
+    }
+    for key in data:
+        assert env[key] == {"secretKeyRef": {"name": "yolo-ailab-yolo-server", "key": key}}
 
 
 def test_existing_secret_is_referenced_not_created(tmp_path: Path) -> None:
