@@ -18,13 +18,11 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from ailab_testsupport import moto_server
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from platform_vars import platform_only
+from platform_vars import platform_only, shipped_lab_vars
 
-ROOT = Path(__file__).resolve().parents[3]
 PLAYBOOK = "playbooks/platform.yml"
 NAMESPACE = "ailab-platform"
 LB_IP = "198.51.100.243"
@@ -36,8 +34,7 @@ OTHERS_OFF = platform_only("minio", "s3_buckets")
 
 def shipped_vars() -> dict[str, Any]:
     """The S3 variables of the shipped lab inventory (bucket names, service map, generated keys)."""
-    shipped = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
-    return {k: v for k, v in shipped.items() if k.startswith("lab_s3_") or k == "lab_platform_namespace"}
+    return shipped_lab_vars("lab_s3_", "lab_platform_namespace")
 
 
 @pytest.fixture(scope="module")

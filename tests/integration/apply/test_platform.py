@@ -19,10 +19,9 @@ import pytest
 import yaml
 from ailab_testsupport import moto_server
 from kubernetes import client
-from platform_vars import PLATFORM_COMPONENTS
+from platform_vars import PLATFORM_COMPONENTS, shipped_lab_vars
 
 PLAYBOOK = "playbooks/platform.yml"
-ROOT = Path(__file__).resolve().parents[3]
 NAMESPACE = "ailab-platform"
 
 
@@ -57,11 +56,10 @@ def test_missing_kubeconfig_names_the_variable(playbook: Callable[..., Any], tmp
 @pytest.fixture(scope="module")
 def lab(shared_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The shipped lab inventory's variables, with the vendored charts and a moto S3 stand-in."""
-    shipped = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
     keep = ("lab_s3_", "lab_platform_namespace", "lab_storage_class", "lab_domain", "lab_admin_")
     with moto_server(tmp_path_factory.mktemp("moto")) as s3:
         yield {
-            **{k: v for k, v in shipped.items() if k.startswith(keep)},
+            **shipped_lab_vars(*keep),
             "lab_chart_dir": str(shared_charts),
             "lab_credentials_dir": str(tmp_path_factory.mktemp("platform-lab") / "credentials"),
             "s3_buckets_endpoint": s3.endpoint,

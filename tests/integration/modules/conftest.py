@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import ailab_testsupport as support
@@ -19,7 +17,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
-VENV_BIN = Path(sys.executable).parent
 LS_BIN = REPO / ".venv-labelstudio" / "bin" / "label-studio"
 LS_TOKEN = "ailab-test-token-0123456789abcdef"  # Label Studio accepts at most 40 characters
 S3_KEY = "ailab-test-access"
@@ -104,29 +101,15 @@ class Playbook:
             }
         ]
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
-        env = support.offline_env()
-        env.update(
-            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-            ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"),
-            ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
-        )
-        cmd = [
-            str(VENV_BIN / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            # The modules need this venv's boto3/mlflow: run them with its interpreter.
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            str(playbook),
-        ]
-        if check:
-            cmd.append("--check")
-        proc = subprocess.run(
-            cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+        proc = support.run_local_playbook(
+            playbook,
+            self.workdir,
+            *(["--check"] if check else []),
+            env={
+                "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                "ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp"),
+            },
+            timeout=600,
         )
         if expect_rc is not None and proc.returncode != expect_rc:
             pytest.fail(
