@@ -2,11 +2,11 @@
 
 What each service role does is tested in its own file (test_metallb.py, test_storage.py, ...);
 here: the play stops before anything changes when it cannot reach the API, and the whole data
-layer (MetalLB, storage, MinIO, buckets, PostgreSQL, MLflow) installs in one run as the shipped
+layer (MetalLB, storage, MinIO, buckets, PostgreSQL, MLflow, Label Studio) installs in one run as the shipped
 lab inventory configures it, each role finding what the previous ones made, and a second run
 changes nothing. kwok runs no container: a real moto S3 server stands in for the MinIO pod in the
-bucket step (``s3_buckets_endpoint``), and MLflow's own processes are
-tests/integration/roles/test_mlflow_server.py.
+bucket step (``s3_buckets_endpoint``), and MLflow's and Label Studio's own processes are
+tests/integration/roles/test_mlflow_server.py and test_label_studio_server.py.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def lab(shared_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "minio_wait_timeout": 120,
             "postgresql_wait_timeout": 120,
             "mlflow_wait_timeout": 120,
+            "label_studio_wait_timeout": 120,
         }
 
 
@@ -84,6 +85,7 @@ def installed(playbook: Callable[..., Any], lab: dict[str, Any], kube_api: clien
             "s3_buckets_enabled": False,
             "minio_delete_data": True,
             "postgresql_delete_data": True,
+            "label_studio_delete_data": True,
         },
     )
 
@@ -109,11 +111,21 @@ def test_each_role_finds_what_the_previous_ones_made(installed: Any, kube_api: c
     assert {"postgresql-mlflow", "s3-mlflow"} <= refs
     assert {"username", "password", "host", "uri"} <= _secret_keys(kube_api, "postgresql-mlflow")
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= _secret_keys(kube_api, "s3-mlflow")
-    # MinIO's and PostgreSQL's volumes are on the one default class.
+    # Label Studio reads the postgresql role's Secret and the labelstudio S3 user's keys.
+    app = client.AppsV1Api(kube_api).read_namespaced_deployment("label-studio", NAMESPACE).spec.template.spec
+    ls_refs = {
+        e.value_from.secret_key_ref.name
+        for c in app.containers
+        for e in c.env or []
+        if e.value_from and e.value_from.secret_key_ref
+    }
+    assert {"postgresql-labelstudio", "s3-labelstudio", "label-studio-admin"} <= ls_refs
+    # MinIO's, PostgreSQL's and Label Studio's volumes are on the one default class.
     claims = client.CoreV1Api(kube_api).list_namespaced_persistent_volume_claim(NAMESPACE).items
     assert {c.metadata.name: c.spec.storage_class_name for c in claims} == {
         "minio": "local-path",
         "data-postgresql-0": "local-path",
+        "label-studio-ls-pvc": "local-path",
     }
     classes = client.StorageV1Api(kube_api).list_storage_class().items
     defaults = [
@@ -133,6 +145,19 @@ def test_mlflow_allows_the_address_metallb_picked(installed: Any, kube_api: clie
     assert f"MLflow: http://{ingress.ip}:5000" in installed.stdout
 
 
+def test_label_studio_is_told_the_address_metallb_picked(installed: Any, kube_api: client.ApiClient) -> None:
+    # No pinned address: LABEL_STUDIO_HOST and the CSRF origin are the address read back after
+    # the first install, and S3_ENDPOINT is MinIO's load balancer URL (browsers reach it too).
+    core = client.CoreV1Api(kube_api)
+    (ingress,) = core.read_namespaced_service("label-studio", NAMESPACE).status.load_balancer.ingress
+    (minio,) = core.read_namespaced_service("minio", NAMESPACE).status.load_balancer.ingress
+    app = client.AppsV1Api(kube_api).read_namespaced_deployment("label-studio", NAMESPACE).spec.template.spec
+    env = {e.name: e.value for e in app.containers[0].env if e.value is not None}
+    assert env["LABEL_STUDIO_HOST"] == env["CSRF_TRUSTED_ORIGINS"] == f"http://{ingress.ip}"
+    assert env["S3_ENDPOINT"] == f"http://{minio.ip}:9000"
+    assert f"Label Studio: http://{ingress.ip} (in the cluster" in " ".join(installed.stdout.split())
+
+
 def test_the_services_table_names_urls_and_credential_files(installed: Any, lab: dict[str, Any]) -> None:
     credentials = lab["lab_credentials_dir"]
     table = installed.stdout.rsplit("Show the lab's services", 1)[-1]
@@ -141,6 +166,10 @@ def test_the_services_table_names_urls_and_credential_files(installed: Any, lab:
     assert f"{credentials}/s3-access-key" in table
     assert "PostgreSQL | postgresql://postgresql.ailab-platform.svc:5432" in table
     assert f"{credentials}/mlflow-admin-password" in table
+    assert "Label Studio | http://198.51.100." in table
+    assert (
+        f"{credentials}/label-studio-admin-password, {credentials}/label-studio-token (user admin@" in table
+    )
 
 
 def test_second_run_changes_nothing(
