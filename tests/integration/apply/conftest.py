@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,3 +269,46 @@ def helm(kube_cluster: KubeCluster) -> Any:
         return proc.stdout
 
     return run
+
+
+# The namespace the data services share (lab_platform_namespace).
+PLATFORM_NAMESPACE = "ailab-platform"
+
+
+def _namespace_phase(core: Any, name: str) -> str | None:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return core.read_namespace(name).status.phase
+    except ApiException as exc:
+        assert exc.status == 404, exc
+        return None
+
+
+def _wait_namespace_gone(core: Any, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _namespace_phase(core, name) is not None:
+        assert time.monotonic() < deadline, f"namespace {name} still there {timeout:.0f} s after its deletion"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def platform_namespace(kube_api: Any) -> Iterator[str]:
+    """The shared platform namespace, Active while the module's tests run.
+
+    A module that tests one platform role alone puts the other roles' Secrets there by hand. When
+    the namespace did not exist, the module made it and deletes it at its end, waiting until it is
+    gone: a namespace still terminating refuses new objects (403), which would fail the next module.
+    """
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    if _namespace_phase(core, PLATFORM_NAMESPACE) == "Terminating":
+        _wait_namespace_gone(core, PLATFORM_NAMESPACE)
+    made = _namespace_phase(core, PLATFORM_NAMESPACE) is None
+    if made:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=PLATFORM_NAMESPACE)))
+    yield PLATFORM_NAMESPACE
+    if made:
+        core.delete_namespace(PLATFORM_NAMESPACE)
+        _wait_namespace_gone(core, PLATFORM_NAMESPACE)

@@ -74,19 +74,12 @@ def _delete(read_or_delete: Any, *args: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]:
+def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> Iterator[client.CoreV1Api]:
     """The Secrets the postgresql and minio/s3_buckets roles make, made here by hand.
 
     This file tests the label_studio role alone; test_platform.py runs it after the real roles.
     """
     core = client.CoreV1Api(kube_api)
-    try:
-        core.read_namespace(NAMESPACE)
-        made_namespace = False
-    except ApiException as exc:
-        assert exc.status == 404
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        made_namespace = True
     host = f"postgresql.{NAMESPACE}.svc"
     _put_secret(
         core,
@@ -111,8 +104,6 @@ def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]
     for name in (*FOREIGN_SECRETS, *ROLE_SECRETS):
         _delete(core.delete_namespaced_secret, name, NAMESPACE)
     _delete(core.delete_namespaced_persistent_volume_claim, CLAIM, NAMESPACE)
-    if made_namespace:
-        core.delete_namespace(NAMESPACE)
 
 
 @pytest.fixture(scope="module")

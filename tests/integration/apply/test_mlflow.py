@@ -62,19 +62,12 @@ def _put_secret(core: client.CoreV1Api, secret: client.V1Secret) -> None:
 
 
 @pytest.fixture(scope="module")
-def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]:
+def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> Iterator[client.CoreV1Api]:
     """The Secrets the postgresql and minio/s3_buckets roles make, made here by hand.
 
     This file tests the mlflow role alone; test_platform.py runs it after the real roles.
     """
     core = client.CoreV1Api(kube_api)
-    try:
-        core.read_namespace(NAMESPACE)
-        made_namespace = False
-    except ApiException as exc:
-        assert exc.status == 404
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        made_namespace = True
     host = f"postgresql.{NAMESPACE}.svc"
     _put_secret(
         core,
@@ -106,8 +99,6 @@ def secrets(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]
         except ApiException as exc:
             if exc.status != 404:
                 raise
-    if made_namespace:
-        core.delete_namespace(NAMESPACE)
 
 
 @pytest.fixture(scope="module")
