@@ -42,8 +42,9 @@ $(LS_VENV)/bin/label-studio: requirements/labelstudio.txt
 	$(LS_VENV)/bin/pip install -r requirements/labelstudio.txt
 	touch $@
 
-# configurable-http-proxy for the real-hub test, from npm at the pinned version (the chart's proxy
-# image tag), installed exactly as locked (npm ci) into a git-ignored directory.
+# configurable-http-proxy for the real-hub test, from npm at the pinned version (4.6.3: the chart's
+# 5.x needs Node 20, Debian 12 has 18), installed exactly as locked (npm ci) into a git-ignored
+# directory.
 CHP_DIR ?= .npm-chp
 $(CHP_DIR)/node_modules/.bin/configurable-http-proxy: requirements/chp/package.json requirements/chp/package-lock.json
 	mkdir -p $(CHP_DIR)

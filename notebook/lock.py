@@ -29,7 +29,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "serving.txt"
         # Only name==version lines: pip refuses editable or URL requirements as constraints.
-        constraints.write_text("\n".join(line for line in serving if "==" in line and "://" not in line) + "\n")
+        constraints.write_text(
+            "\n".join(line for line in serving if "==" in line and "://" not in line) + "\n"
+        )
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
         # pip accepts a target Python only for a --target install (never written: --dry-run).

@@ -70,7 +70,9 @@ def cluster_objects(kube_api: client.ApiClient, helm: Any) -> Iterator[client.Co
         "MLFLOW_S3_ENDPOINT_URL": f"http://minio.{NAMESPACE}.svc:9000",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name=S3_SECRET, namespace=NAMESPACE), string_data=data)
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=S3_SECRET, namespace=NAMESPACE), string_data=data
+    )
     try:
         core.create_namespaced_secret(NAMESPACE, secret)
     except ApiException as exc:
@@ -101,7 +103,9 @@ def cluster_objects(kube_api: client.ApiClient, helm: Any) -> Iterator[client.Co
 
 
 @pytest.fixture(scope="module")
-def platform(cluster_objects: client.CoreV1Api, playbook: Any, shared_charts: Path, credentials_dir: Path) -> Any:
+def platform(
+    cluster_objects: client.CoreV1Api, playbook: Any, shared_charts: Path, credentials_dir: Path
+) -> Any:
     """Call as ``platform(check=True, **inventory_vars)``: platform.yml with the test's variables."""
 
     def run(check: bool = True, **extra: Any) -> Any:
@@ -175,10 +179,15 @@ def test_install(installed: Any, kube_api: client.ApiClient) -> None:
     assert phase == "Bound"
 
     # The values the hub reads: GPU profiles (the cluster has a GPU node), S3 from the Secret.
-    values = yaml.safe_load(base64.b64decode(core.read_namespaced_secret("jupyterhub-hub", NAMESPACE).data["values.yaml"]))
+    values = yaml.safe_load(
+        base64.b64decode(core.read_namespaced_secret("jupyterhub-hub", NAMESPACE).data["values.yaml"])
+    )
     slugs = [p["slug"] for p in values["singleuser"]["profileList"]]
     assert slugs == ["cpu", "gpu-1"]
-    assert values["singleuser"]["extraEnv"]["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == S3_SECRET
+    assert (
+        values["singleuser"]["extraEnv"]["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"]
+        == S3_SECRET
+    )
     for cm in core.list_namespaced_config_map(NAMESPACE).items:
         assert "never-in-values" not in json.dumps(cm.data), cm.metadata.name
     assert "never-in-values" not in json.dumps(values)

@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT.parent / "shared" / "charts" / "jupyterhub"
 NAMESPACE = "ailab-platform"
 PINNED_IP = "192.168.1.242"
-S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+S3_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,10 +64,14 @@ def images(objects: list[dict[str, Any]]) -> set[str]:
 
 
 def test_cpu_only_lab(tmp_path: Path) -> None:
-    _values, objects = render(tmp_path, {"jupyterhub_gpu_enabled": False, "jupyterhub_loadbalancer_ip": PINNED_IP})
+    _values, objects = render(
+        tmp_path, {"jupyterhub_gpu_enabled": False, "jupyterhub_loadbalancer_ip": PINNED_IP}
+    )
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     # No user scheduler, placeholders, priority classes or image pullers (see the role README).
-    assert not [k for k in kinds if any(s in k[1] for s in ("scheduler", "placeholder", "puller", "priority"))]
+    assert not [
+        k for k in kinds if any(s in k[1] for s in ("scheduler", "placeholder", "puller", "priority"))
+    ]
     assert ("PersistentVolumeClaim", "jupyterhub-hub-db-dir") in kinds
 
     service = obj(objects, "Service", "jupyterhub-proxy-public")
@@ -91,7 +101,10 @@ def test_cpu_only_lab(tmp_path: Path) -> None:
     # Notebooks may reach the lab's private addresses (MLflow, MinIO, Label Studio).
     netpol = obj(objects, "NetworkPolicy", "jupyterhub-singleuser")
     private = [
-        rule for rule in netpol["spec"]["egress"] for to in rule.get("to", []) if to.get("ipBlock", {}).get("cidr") == "10.0.0.0/8"
+        rule
+        for rule in netpol["spec"]["egress"]
+        for to in rule.get("to", [])
+        if to.get("ipBlock", {}).get("cidr") == "10.0.0.0/8"
     ]
     assert private
 
@@ -122,7 +135,9 @@ def test_lab_with_gpu_nodes(tmp_path: Path) -> None:
         override = profiles[f"gpu-{count}"]["kubespawner_override"]
         assert override["extra_resource_limits"] == {"nvidia.com/gpu": str(count)}
         assert override["extra_pod_config"] == {"runtimeClassName": "nvidia"}
-        assert override["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert override["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
         assert override["mem_limit"] == "32G"
     # No pinned address: MetalLB picks one.
     assert not obj(objects, "Service", "jupyterhub-proxy-public")["metadata"].get("annotations")
@@ -155,7 +170,10 @@ def test_offline_lab_with_a_registry_and_oauth(tmp_path: Path) -> None:
     }
     cfg = hub_values(objects)
     assert cfg["singleuser"]["image"]["name"] == "registry.lab.local:5000/ailab/notebook"
-    assert cfg["singleuser"]["networkTools"]["image"]["name"] == "registry.lab.local:5000/jupyterhub/k8s-network-tools"
+    assert (
+        cfg["singleuser"]["networkTools"]["image"]["name"]
+        == "registry.lab.local:5000/jupyterhub/k8s-network-tools"
+    )
     config = cfg["hub"]["config"]
     assert config["JupyterHub"]["authenticator_class"] == "oauthenticator.generic.GenericOAuthenticator"
     assert config["GenericOAuthenticator"]["client_id"] == "jupyterhub"

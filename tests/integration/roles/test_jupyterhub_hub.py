@@ -6,7 +6,9 @@ Deployment mounts them: ``jupyterhub_config.py`` and ``z2jh.py`` (ConfigMap), ``
 ConfigMap's names), ``secret/`` (the chart's Secret: values.yaml, cookie secret, proxy token), and
 the hub runs with the container's environment (Secrets resolved: the chart's, and the role's admin
 Secret with a test password). Real packages: jupyterhub 5.5.0, jupyterhub-kubespawner,
-jupyterhub-nativeauthenticator (PyPI) and configurable-http-proxy 5.2.0 (npm, ``make chp``).
+jupyterhub-nativeauthenticator, jupyterhub-idle-culler (PyPI) and configurable-http-proxy 4.6.3
+(npm, ``make chp``; the chart's image has 5.2.0, which needs Node 20 where Debian 12 has 18: the
+REST API the hub calls is the same).
 
 Replaced, because they name the cluster or the container: the mount root /usr/local/etc/jupyterhub
 (a temp dir; in z2jh.py and jupyterhub_config.py, the only edit to them), the Services' host names
@@ -56,7 +58,13 @@ CHP = ROOT / ".npm-chp" / "node_modules" / ".bin" / "configurable-http-proxy"
 NAMESPACE = "ailab-platform"
 MOUNT_ROOT = "/usr/local/etc/jupyterhub"
 ADMIN, ADMIN_PASSWORD = "admin", "Adm1nPassw0rdFromTheSecret0123ab"
-S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+S3_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -156,7 +164,9 @@ def hub(
     # What Kubernetes injects for the Services the config reads ports from.
     env.update(JUPYTERHUB_HUB_SERVICE_PORT=str(hub_port), JUPYTERHUB_PROXY_API_SERVICE_PORT=str(api_port))
     base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    base.update(PATH=f"{VENV_BIN}{os.pathsep}{base['PATH']}", KUBECONFIG=cp.kubeconfig, NO_PROXY="127.0.0.1,localhost")
+    base.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{base['PATH']}", KUBECONFIG=cp.kubeconfig, NO_PROXY="127.0.0.1,localhost"
+    )
     hub_url = f"http://127.0.0.1:{hub_port}"
     proxy = start_process(
         [
@@ -179,7 +189,9 @@ def hub(
         f"--JupyterHub.hub_bind_url={hub_url}",
         f"--JupyterHub.hub_connect_url={hub_url}",
     ]
-    assert container["args"][:3] == ["jupyterhub", "--config", f"{MOUNT_ROOT}/jupyterhub_config.py"], container
+    assert container["args"][:3] == ["jupyterhub", "--config", f"{MOUNT_ROOT}/jupyterhub_config.py"], (
+        container
+    )
     log = tmp / "logs" / "hub.log"
     proc = start_process(cmd, log, env={**base, **env}, cwd=srv)
     try:
@@ -200,16 +212,22 @@ def _xsrf(response: httpx.Response) -> str:
     return match.group(1)
 
 
-def test_admin_logs_in_and_starts_a_gpu_server(hub: str, cluster: tuple[ControlPlane, client.CoreV1Api]) -> None:
+def test_admin_logs_in_and_starts_a_gpu_server(
+    hub: str, cluster: tuple[ControlPlane, client.CoreV1Api]
+) -> None:
     _cp, core = cluster
     with httpx.Client(base_url=hub, timeout=30, follow_redirects=False, trust_env=False) as browser:
         page = browser.get("/hub/login")
         assert page.status_code == 200
         # A wrong password is refused: the account is NativeAuthenticator's, not open.
-        wrong = browser.post("/hub/login", data={"username": ADMIN, "password": "wrong-password-123", "_xsrf": _xsrf(page)})
+        wrong = browser.post(
+            "/hub/login", data={"username": ADMIN, "password": "wrong-password-123", "_xsrf": _xsrf(page)}
+        )
         assert wrong.status_code == 200 and "Invalid username or password" in wrong.text  # the form again
         page = browser.get("/hub/login")
-        login = browser.post("/hub/login", data={"username": ADMIN, "password": ADMIN_PASSWORD, "_xsrf": _xsrf(page)})
+        login = browser.post(
+            "/hub/login", data={"username": ADMIN, "password": ADMIN_PASSWORD, "_xsrf": _xsrf(page)}
+        )
         assert login.status_code == 302, login.text[:2000]
         # The spawn form offers the role's profiles; the admin picks the GPU one.
         form = browser.get("/hub/spawn")
@@ -241,7 +259,11 @@ def test_admin_logs_in_and_starts_a_gpu_server(hub: str, cluster: tuple[ControlP
     (notebook,) = pod.spec.containers
     assert notebook.image == "ailab/notebook:0.1.0"
     assert notebook.resources.limits["nvidia.com/gpu"] == "1"
-    refs = {e.name: e.value_from.secret_key_ref for e in notebook.env if e.value_from and e.value_from.secret_key_ref}
+    refs = {
+        e.name: e.value_from.secret_key_ref
+        for e in notebook.env
+        if e.value_from and e.value_from.secret_key_ref
+    }
     for key in S3_KEYS:
         assert (refs[key].name, refs[key].key) == ("s3-notebooks", key)
     plain = {e.name: e.value for e in notebook.env if e.value is not None}
@@ -258,4 +280,3 @@ def test_admin_logs_in_and_starts_a_gpu_server(hub: str, cluster: tuple[ControlP
     assert claim.spec.storage_class_name == "local-path"
     assert claim.spec.resources.requests["storage"] == "10Gi"
     # kwok runs no container: the server never answers, so the spawn stops here.
-
