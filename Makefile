@@ -42,6 +42,23 @@ $(LS_VENV)/bin/label-studio: requirements/labelstudio.txt
 	$(LS_VENV)/bin/pip install -r requirements/labelstudio.txt
 	touch $@
 
+# configurable-http-proxy for the real-hub test, from npm at the pinned version (4.6.3: the chart's
+# 5.x needs Node 20, Debian 12 has 18), installed exactly as locked (npm ci) into a git-ignored
+# directory.
+CHP_DIR ?= .npm-chp
+$(CHP_DIR)/node_modules/.bin/configurable-http-proxy: requirements/chp/package.json requirements/chp/package-lock.json
+	mkdir -p $(CHP_DIR)
+	cp requirements/chp/package.json requirements/chp/package-lock.json $(CHP_DIR)/
+	npm ci --prefix $(CHP_DIR) --no-audit --no-fund
+	touch $@
+
+.PHONY: chp
+chp: $(CHP_DIR)/node_modules/.bin/configurable-http-proxy ## Install configurable-http-proxy (npm) for the JupyterHub test
+
+.PHONY: notebook-constraints
+notebook-constraints: venv ## Pin the notebook image's packages (notebook/constraints.txt) to the server image's
+	$(BIN)/python notebook/lock.py
+
 .PHONY: labelstudio-venv
 labelstudio-venv: $(LS_VENV)/bin/label-studio ## Create .venv-labelstudio (Label Studio's pins clash with .venv)
 
@@ -94,13 +111,13 @@ kube-build: ## Build the test control plane (kube-apiserver, etcd, kwok, helm) f
 	tests/kube/build.sh
 
 .PHONY: integration
-integration: venv labelstudio-venv collection kube-build ## Integration tests against real local services
+integration: venv labelstudio-venv chp collection kube-build ## Integration tests against real local services
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 	$(BIN)/pytest serving/tests/integration $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove the venvs and test outputs
-	rm -rf $(VENV) .venv-* tests/output .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* $(CHP_DIR) tests/output .pytest_cache .ruff_cache
 
 .PHONY: kube-up
 kube-up: kube-build ## Start the test control plane in the background (kubeconfig path printed)

@@ -29,3 +29,15 @@ def test_the_tested_environment_pins_torch_and_ultralytics():
     tested = _pins(REPO / "requirements" / "dev.txt")
     assert tested["torch"] == "2.14.1"
     assert tested["ultralytics"].startswith("8.4.")
+
+
+def test_notebook_image_pins_the_server_images_versions():
+    # The notebook image reuses the server image's layers in the tests and shares its torch,
+    # ultralytics and mlflow: where both pin a package, they pin the same version.
+    server = _pins(REPO / "serving" / "constraints.txt")
+    notebook = _pins(REPO / "notebook" / "constraints.txt")
+    assert {"torch", "ultralytics", "mlflow", "boto3", "jupyterlab"} <= set(notebook)
+    drifted = {n: (v, server[n]) for n, v in notebook.items() if n in server and server[n] != v}
+    assert not drifted, f"run make notebook-constraints; notebook pin vs server pin: {drifted}"
+    # jupyterhub-singleuser talks to the hub: the chart's JupyterHub version.
+    assert notebook["jupyterhub"] == "5.5.0"

@@ -10,7 +10,16 @@ import yaml
 SHIPPED_GROUP_VARS = Path(__file__).resolve().parents[3] / "inventories" / "lab" / "group_vars" / "all.yml"
 
 # The components playbooks/platform.yml installs, each behind <component>_enabled.
-PLATFORM_COMPONENTS = ("metallb", "storage", "minio", "s3_buckets", "postgresql", "mlflow", "label_studio")
+PLATFORM_COMPONENTS = (
+    "metallb",
+    "storage",
+    "minio",
+    "s3_buckets",
+    "postgresql",
+    "mlflow",
+    "label_studio",
+    "jupyterhub",
+)
 
 
 def platform_only(*components: str) -> dict[str, bool]:

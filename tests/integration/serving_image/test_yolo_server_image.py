@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,24 +30,9 @@ import httpx
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-SERVING = ROOT / "serving"
-DEBIAN = "ailab/debian:bookworm"
 TEST_BASE = "ailab/serving-test-base:bookworm"
-IMAGE = "ailab/yolo-server:test"
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-
-BASE_DOCKERFILE = """\
-FROM {debian}
-RUN apt-get update && apt-get install -y --no-install-recommends python3-venv \\
-    && rm -rf /var/lib/apt/lists/*
-# pip in the build goes through the same TLS-intercepting proxy as the host.
-COPY ca-certificates.crt /usr/local/share/ailab-test-ca.crt
-ENV PIP_CERT=/usr/local/share/ailab-test-ca.crt REQUESTS_CA_BUNDLE=/usr/local/share/ailab-test-ca.crt
-CMD []
-"""
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -59,34 +43,9 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if shutil.which("docker") is None:
-        pytest.fail("docker is not installed: apt-get install -y docker.io")
-    subprocess.run([str(ROOT / "scripts" / "start-dockerd.sh")], check=True, timeout=120)
-    for needed in ("pyproject.toml", "README.md", "src/ailab_serving/cli.py"):
-        assert (SERVING / needed).is_file(), f"serving/{needed} is missing: the image cannot be built"
-    if docker("image", "inspect", DEBIAN, check=False).returncode != 0:
-        subprocess.run([str(ROOT / "molecule" / "images" / "build.sh")], check=True, timeout=900)
-
-    context = tmp_path_factory.mktemp("serving-test-base")
-    (context / "Dockerfile").write_text(BASE_DOCKERFILE.format(debian=DEBIAN))
-    shutil.copyfile(HOST_CA, context / "ca-certificates.crt")
-    docker("build", "--network", "host", "-t", TEST_BASE, str(context), timeout=600)
-
-    start = time.monotonic()
-    docker(
-        "build",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={TEST_BASE}",
-        "-t",
-        IMAGE,
-        str(SERVING),
-        timeout=2100,
-    )
-    print(f"built {IMAGE} in {time.monotonic() - start:.0f} s")
-    return IMAGE
+def image(yolo_server_image: str) -> str:
+    """The image, built once per session by conftest.py (the notebook image test builds on it)."""
+    return yolo_server_image
 
 
 def free_port() -> int:
