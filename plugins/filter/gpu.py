@@ -38,6 +38,17 @@ def _capacity(node, field="capacity"):
         return 0
 
 
+def gpu_capacity(nodes):
+    """Return ``{node name: GPUs}`` for the nodes that report ``nvidia.com/gpu`` capacity.
+
+    ``nodes`` is the ``resources`` list of ``kubernetes.core.k8s_info`` for kind Node. Roles that
+    offer GPU workloads (the YOLO server, JupyterHub's GPU profiles) decide from it whether the
+    cluster has GPUs the scheduler can hand out.
+    """
+    counts = {((n.get("metadata") or {}).get("name")): _capacity(n) for n in nodes or []}
+    return {name: count for name, count in counts.items() if count > 0}
+
+
 def smoke_job_name(node_name):
     """Return the smoke Job's name for a node, shortened with a hash to fit a label value."""
     name = SMOKE_JOB_PREFIX + node_name
@@ -286,6 +297,7 @@ class FilterModule:
     def filters(self):
         return {
             "gpu_nodes": gpu_nodes,
+            "gpu_capacity": gpu_capacity,
             "gpu_label_patch": gpu_label_patch,
             "gpu_smoke_plan": smoke_plan,
             "gpu_unfinished_jobs": unfinished_jobs,

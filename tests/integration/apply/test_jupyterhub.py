@@ -52,17 +52,12 @@ def _vars(charts: Path, credentials: Path, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster_objects(kube_api: client.ApiClient, helm: Any) -> Iterator[client.CoreV1Api]:
+def cluster_objects(
+    kube_api: client.ApiClient, helm: Any, platform_namespace: str
+) -> Iterator[client.CoreV1Api]:
     """The S3 Secret of the s3_buckets role and the RuntimeClass of playbooks/gpu.yml, by hand."""
     core = client.CoreV1Api(kube_api)
     node = client.NodeV1Api(kube_api)
-    try:
-        core.read_namespace(NAMESPACE)
-        made_namespace = False
-    except ApiException as exc:
-        assert exc.status == 404
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        made_namespace = True
     data = {
         "AWS_ACCESS_KEY_ID": "notebooks",
         "AWS_SECRET_ACCESS_KEY": "s3-secret-never-in-values",
@@ -98,8 +93,6 @@ def cluster_objects(kube_api: client.ApiClient, helm: Any) -> Iterator[client.Co
                 raise
     if made_runtime_class:
         node.delete_runtime_class(RUNTIME_CLASS)
-    if made_namespace:
-        core.delete_namespace(NAMESPACE)
 
 
 @pytest.fixture(scope="module")

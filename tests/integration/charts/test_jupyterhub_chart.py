@@ -87,7 +87,7 @@ def test_cpu_only_lab(tmp_path: Path) -> None:
     assert single["profileList"][0]["kubespawner_override"]["mem_limit"] == "4G"
     env = single["extraEnv"]
     assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow.{NAMESPACE}.svc:5000"
-    assert env["LABEL_STUDIO_URL"] == f"http://label-studio-ls-app.{NAMESPACE}.svc"
+    assert env["LABEL_STUDIO_URL"] == f"http://label-studio.{NAMESPACE}.svc"
     for key in S3_KEYS:
         assert env[key] == {"valueFrom": {"secretKeyRef": {"name": "s3-notebooks", "key": key}}}
     assert single["storage"]["type"] == "dynamic"

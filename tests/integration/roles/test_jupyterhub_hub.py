@@ -268,7 +268,7 @@ def test_admin_logs_in_and_starts_a_gpu_server(
         assert (refs[key].name, refs[key].key) == ("s3-notebooks", key)
     plain = {e.name: e.value for e in notebook.env if e.value is not None}
     assert plain["MLFLOW_TRACKING_URI"] == f"http://mlflow.{NAMESPACE}.svc:5000"
-    assert plain["LABEL_STUDIO_URL"] == f"http://label-studio-ls-app.{NAMESPACE}.svc"
+    assert plain["LABEL_STUDIO_URL"] == f"http://label-studio.{NAMESPACE}.svc"
     assert not set(S3_KEYS) & set(plain)
     mounts = {m.mount_path: m.name for m in notebook.volume_mounts}
     volumes = {v.name: v for v in pod.spec.volumes}

@@ -49,6 +49,14 @@ def test_gpu_nodes_from_facts_group_and_capacity() -> None:
     assert found["unregistered"] == ["lab-gpu-3 (node lab-gpu-3)"]
 
 
+def test_gpu_capacity_counts_only_nodes_with_gpus() -> None:
+    nodes = [_node("lab-server"), _node("lab-gpu-1", gpus=2), _node("lab-gpu-2", gpus=1)]
+    broken = {"metadata": {"name": "odd"}, "status": {"capacity": {"nvidia.com/gpu": "n/a"}}}
+    assert gpu.gpu_capacity([*nodes, broken, {}]) == {"lab-gpu-1": 2, "lab-gpu-2": 1}
+    assert gpu.gpu_capacity([_node("cpu-only")]) == {}
+    assert gpu.gpu_capacity(None) == {}
+
+
 def test_smoke_job_names_fit_a_label_value() -> None:
     long = "gpu-" + "x" * 80
     name = gpu.smoke_job_name(long)
