@@ -1,16 +1,18 @@
 """playbooks/platform.yml as a whole against the test control plane (tests/kube/).
 
 What each service role does is tested in its own file (test_metallb.py, test_storage.py, ...);
-here: the play stops before anything changes when it cannot reach the API, and the whole data
-layer (MetalLB, storage, MinIO, buckets, PostgreSQL, MLflow, Label Studio) installs in one run as the shipped
-lab inventory configures it, each role finding what the previous ones made, and a second run
-changes nothing. kwok runs no container: a real moto S3 server stands in for the MinIO pod in the
-bucket step (``s3_buckets_endpoint``), and MLflow's and Label Studio's own processes are
-tests/integration/roles/test_mlflow_server.py and test_label_studio_server.py.
+here: the play stops before anything changes when it cannot reach the API, and the whole platform
+layer (MetalLB, storage, MinIO, buckets, PostgreSQL, MLflow, Label Studio, JupyterHub) installs in
+one run as the shipped lab inventory configures it, each role finding what the previous ones made,
+and a second run changes nothing. kwok runs no container: a real moto S3 server stands in for the
+MinIO pod in the bucket step (``s3_buckets_endpoint``), and the services' own processes are
+tests/integration/roles/test_mlflow_server.py, test_label_studio_server.py and
+test_jupyterhub_hub.py.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,10 @@ def lab(shared_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "postgresql_wait_timeout": 120,
             "mlflow_wait_timeout": 120,
             "label_studio_wait_timeout": 120,
+            "jupyterhub_wait_timeout": 120,
+            # GPU profiles need playbooks/gpu.yml's RuntimeClass, which this play does not make:
+            # test_jupyterhub.py covers them.
+            "jupyterhub_gpu_enabled": False,
         }
 
 
@@ -126,6 +132,7 @@ def test_each_role_finds_what_the_previous_ones_made(installed: Any, kube_api: c
         "minio": "local-path",
         "data-postgresql-0": "local-path",
         "label-studio-ls-pvc": "local-path",
+        "jupyterhub-hub-db-dir": "local-path",
     }
     classes = client.StorageV1Api(kube_api).list_storage_class().items
     defaults = [
@@ -158,6 +165,21 @@ def test_label_studio_is_told_the_address_metallb_picked(installed: Any, kube_ap
     assert f"Label Studio: http://{ingress.ip} (in the cluster" in " ".join(installed.stdout.split())
 
 
+def test_notebooks_get_the_urls_of_mlflow_and_label_studio(
+    installed: Any, kube_api: client.ApiClient
+) -> None:
+    # What every notebook server's environment holds, from the hub's values: the facts the mlflow
+    # and label_studio roles recorded earlier in the same play, and the notebooks' own S3 user.
+    secret = client.CoreV1Api(kube_api).read_namespaced_secret("jupyterhub-hub", NAMESPACE)
+    env = yaml.safe_load(base64.b64decode(secret.data["values.yaml"]))["singleuser"]["extraEnv"]
+    assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow.{NAMESPACE}.svc:5000"
+    assert env["LABEL_STUDIO_URL"] == f"http://label-studio.{NAMESPACE}.svc"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-notebooks"
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= _secret_keys(
+        kube_api, "s3-notebooks"
+    )
+
+
 def test_the_services_table_names_urls_and_credential_files(installed: Any, lab: dict[str, Any]) -> None:
     credentials = lab["lab_credentials_dir"]
     table = installed.stdout.rsplit("Show the lab's services", 1)[-1]
@@ -169,6 +191,8 @@ def test_the_services_table_names_urls_and_credential_files(installed: Any, lab:
     flat = " ".join(table.split())  # a long row is folded over lines
     assert "Label Studio | http://198.51.100." in flat
     assert f"{credentials}/label-studio-admin-password, {credentials}/label-studio-token (user admin@" in flat
+    assert "JupyterHub | http://198.51.100." in flat
+    assert f"password in {credentials}/jupyterhub-admin-password (user admin)" in flat
 
 
 def test_second_run_changes_nothing(
