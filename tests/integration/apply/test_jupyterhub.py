@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kube_objects import delete_if_present, put_secret
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from platform_vars import platform_only
@@ -65,14 +66,7 @@ def cluster_objects(
         "MLFLOW_S3_ENDPOINT_URL": f"http://minio.{NAMESPACE}.svc:9000",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    secret = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=S3_SECRET, namespace=NAMESPACE), string_data=data
-    )
-    try:
-        core.create_namespaced_secret(NAMESPACE, secret)
-    except ApiException as exc:
-        assert exc.status == 409, exc
-        core.replace_namespaced_secret(S3_SECRET, NAMESPACE, secret)
+    put_secret(core, NAMESPACE, S3_SECRET, data)
     made_runtime_class = False
     try:
         node.read_runtime_class(RUNTIME_CLASS)
@@ -86,11 +80,7 @@ def cluster_objects(
     # Leave the shared control plane as we found it.
     helm("uninstall", "jupyterhub", "--namespace", NAMESPACE, "--ignore-not-found", "--wait")
     for name in (S3_SECRET, "jupyterhub-admin"):
-        try:
-            core.delete_namespaced_secret(name, NAMESPACE)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_if_present(core.delete_namespaced_secret, name, NAMESPACE)
     if made_runtime_class:
         node.delete_runtime_class(RUNTIME_CLASS)
 
@@ -119,24 +109,38 @@ def _releases(helm: Any) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("extra", "variable"),
+    ("extra", "variables"),
     [
-        ({"jupyterhub_loadbalancer_ip": "198.51.100.300"}, "jupyterhub_loadbalancer_ip"),
-        ({"lab_admin_user": "Lab Admin"}, "jupyterhub_admin_user"),
-        ({"jupyterhub_auth_config": {"genericoauthenticator": {"client_id": "x"}}}, "jupyterhub_auth_config"),
-        ({"jupyterhub_gpu_counts": [0]}, "jupyterhub_gpu_counts"),
-        ({"jupyterhub_authenticator": "pam"}, "jupyterhub_authenticator"),
+        # The role's own checks report every bad value of one run at once.
+        (
+            {
+                "jupyterhub_loadbalancer_ip": "198.51.100.300",
+                "lab_admin_user": "Lab Admin",
+                "jupyterhub_auth_config": {"genericoauthenticator": {"client_id": "x"}},
+                "jupyterhub_gpu_counts": [0],
+            },
+            (
+                "jupyterhub_loadbalancer_ip",
+                "jupyterhub_admin_user",
+                "jupyterhub_auth_config",
+                "jupyterhub_gpu_counts",
+            ),
+        ),
+        # The argument spec's choices.
+        ({"jupyterhub_authenticator": "pam"}, ("jupyterhub_authenticator",)),
         # An API check, before any change: GPU nodes but no such RuntimeClass.
-        ({"jupyterhub_gpu_runtime_class": "nvidia-missing"}, "jupyterhub_gpu_runtime_class"),
+        ({"jupyterhub_gpu_runtime_class": "nvidia-missing"}, ("jupyterhub_gpu_runtime_class",)),
     ],
+    ids=["settings", "authenticator", "runtime-class"],
 )
 def test_bad_settings_fail_before_any_change(
-    platform: Any, credentials_dir: Path, helm: Any, extra: dict[str, Any], variable: str
+    platform: Any, credentials_dir: Path, helm: Any, extra: dict[str, Any], variables: tuple[str, ...]
 ) -> None:
     # Runs before `installed`: nothing of JupyterHub exists yet, and nothing may appear.
     run = platform(check=False, **extra)
     assert run.returncode != 0
-    assert variable in run.stdout, run.tail()
+    for variable in variables:
+        assert variable in run.stdout, (variable, run.tail())
     assert run.recap()["changed"] == 0
     assert "jupyterhub" not in _releases(helm)
     assert not credentials_dir.exists()

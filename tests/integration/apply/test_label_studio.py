@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kube_objects import delete_if_present, put_secret
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 from platform_vars import platform_only
 
 PLAYBOOK = "playbooks/platform.yml"
@@ -55,24 +55,6 @@ def _vars(charts: Path, credentials: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _put_secret(core: client.CoreV1Api, name: str, data: dict[str, str]) -> None:
-    """Create the Secret, or replace one an earlier test left with the same name."""
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=NAMESPACE), string_data=data)
-    try:
-        core.create_namespaced_secret(NAMESPACE, secret)
-    except ApiException as exc:
-        assert exc.status == 409, exc
-        core.replace_namespaced_secret(name, NAMESPACE, secret)
-
-
-def _delete(read_or_delete: Any, *args: Any) -> None:
-    try:
-        read_or_delete(*args)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
 @pytest.fixture(scope="module")
 def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> Iterator[client.CoreV1Api]:
     """The Secrets the postgresql and minio/s3_buckets roles make, made here by hand.
@@ -81,8 +63,9 @@ def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> I
     """
     core = client.CoreV1Api(kube_api)
     host = f"postgresql.{NAMESPACE}.svc"
-    _put_secret(
+    put_secret(
         core,
+        NAMESPACE,
         "postgresql-labelstudio",
         {
             "username": "labelstudio",
@@ -93,8 +76,9 @@ def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> I
             "uri": f"postgresql://labelstudio:{DB_PASSWORD}@{host}:5432/labelstudio",
         },
     )
-    _put_secret(
+    put_secret(
         core,
+        NAMESPACE,
         "s3-labelstudio",
         {"AWS_ACCESS_KEY_ID": "labelstudio", "AWS_SECRET_ACCESS_KEY": "s3-secret-never-in-values"},
     )
@@ -102,8 +86,8 @@ def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> I
     # Leave the shared control plane as we found it.
     helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--ignore-not-found", "--wait")
     for name in (*FOREIGN_SECRETS, *ROLE_SECRETS):
-        _delete(core.delete_namespaced_secret, name, NAMESPACE)
-    _delete(core.delete_namespaced_persistent_volume_claim, CLAIM, NAMESPACE)
+        delete_if_present(core.delete_namespaced_secret, name, NAMESPACE)
+    delete_if_present(core.delete_namespaced_persistent_volume_claim, CLAIM, NAMESPACE)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kube_objects import delete_if_present, put_secret
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 from platform_vars import platform_only
 
 PLAYBOOK = "playbooks/platform.yml"
@@ -48,19 +48,6 @@ def _vars(charts: Path, credentials: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _secret(name: str, data: dict[str, str]) -> client.V1Secret:
-    return client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=NAMESPACE), string_data=data)
-
-
-def _put_secret(core: client.CoreV1Api, secret: client.V1Secret) -> None:
-    """Create the Secret, or replace one an earlier test left with the same name."""
-    try:
-        core.create_namespaced_secret(NAMESPACE, secret)
-    except ApiException as exc:
-        assert exc.status == 409, exc
-        core.replace_namespaced_secret(secret.metadata.name, NAMESPACE, secret)
-
-
 @pytest.fixture(scope="module")
 def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> Iterator[client.CoreV1Api]:
     """The Secrets the postgresql and minio/s3_buckets roles make, made here by hand.
@@ -69,36 +56,30 @@ def secrets(kube_api: client.ApiClient, helm: Any, platform_namespace: str) -> I
     """
     core = client.CoreV1Api(kube_api)
     host = f"postgresql.{NAMESPACE}.svc"
-    _put_secret(
+    put_secret(
         core,
-        _secret(
-            "postgresql-mlflow",
-            {
-                "username": "mlflow",
-                "password": "db-secret-never-in-values",
-                "database": "mlflow",
-                "host": host,
-                "port": "5432",
-                "uri": f"postgresql://mlflow:db-secret-never-in-values@{host}:5432/mlflow",
-            },
-        ),
+        NAMESPACE,
+        "postgresql-mlflow",
+        {
+            "username": "mlflow",
+            "password": "db-secret-never-in-values",
+            "database": "mlflow",
+            "host": host,
+            "port": "5432",
+            "uri": f"postgresql://mlflow:db-secret-never-in-values@{host}:5432/mlflow",
+        },
     )
-    _put_secret(
+    put_secret(
         core,
-        _secret(
-            "s3-mlflow",
-            {"AWS_ACCESS_KEY_ID": "mlflow-key", "AWS_SECRET_ACCESS_KEY": "s3-secret-never-in-values"},
-        ),
+        NAMESPACE,
+        "s3-mlflow",
+        {"AWS_ACCESS_KEY_ID": "mlflow-key", "AWS_SECRET_ACCESS_KEY": "s3-secret-never-in-values"},
     )
     yield core
     # Leave the shared control plane as we found it.
     helm("uninstall", "mlflow", "--namespace", NAMESPACE, "--ignore-not-found", "--wait")
     for name in (*FOREIGN_SECRETS, "mlflow-admin", "mlflow-flask-server-secret-key"):
-        try:
-            core.delete_namespaced_secret(name, NAMESPACE)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_if_present(core.delete_namespaced_secret, name, NAMESPACE)
 
 
 @pytest.fixture(scope="module")
