@@ -20,24 +20,19 @@ from typing import Any
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[3]
-KUBE_DIR = ROOT / "tests" / "kube"
-VENV_BIN = Path(sys.executable).parent
-# The real chart sources live beside the checkout (../shared/charts), never inside it.
-SHARED_CHARTS = ROOT.parent / "shared" / "charts"
-# The inventory's lab_loadbalancer_range. TEST-NET-2 (RFC 5737): written into Services, never used.
-LOADBALANCER_RANGE = "198.51.100.240-198.51.100.250"
-
-sys.path.insert(0, str(KUBE_DIR))
-from controlplane import (  # noqa: E402 - the launcher lives with the binaries it starts
+from controlplane import (  # the launcher lives with the binaries it starts (tests/kube)
     ControlPlane,
     NodeSpec,
     lab_nodes,
     missing_binaries,
 )
 
-sys.path.remove(str(KUBE_DIR))
+ROOT = Path(__file__).resolve().parents[3]
+VENV_BIN = Path(sys.executable).parent
+# The real chart sources live beside the checkout (../shared/charts), never inside it.
+SHARED_CHARTS = ROOT.parent / "shared" / "charts"
+# The inventory's lab_loadbalancer_range. TEST-NET-2 (RFC 5737): written into Services, never used.
+LOADBALANCER_RANGE = "198.51.100.240-198.51.100.250"
 
 
 @dataclass

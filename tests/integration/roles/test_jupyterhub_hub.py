@@ -41,16 +41,12 @@ from typing import Any
 import httpx
 import pytest
 from ailab_testsupport import free_port, start_process, stop_process, wait_http
+from chart_render import render_chart, role_values
+from controlplane import ControlPlane, lab_nodes, missing_binaries
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "charts"))
-sys.path.insert(0, str(ROOT / "tests" / "kube"))
-from chart_render import render_chart, role_values  # noqa: E402
-from controlplane import ControlPlane, lab_nodes, missing_binaries  # noqa: E402
-
-sys.path[:2] = []
 
 VENV_BIN = Path(sys.executable).parent
 CHART = ROOT.parent / "shared" / "charts" / "jupyterhub"

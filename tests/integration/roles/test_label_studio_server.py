@@ -23,7 +23,6 @@ import http.cookiejar
 import json
 import re
 import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,12 +41,9 @@ from ailab_testsupport import (
     stop_process,
     wait_http,
 )
+from chart_render import render_chart, role_values
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "charts"))
-from chart_render import render_chart, role_values  # noqa: E402
-
-sys.path.pop(0)
 
 LS_VENV = ROOT / ".venv-labelstudio"
 CHART = ROOT.parent / "shared" / "charts" / "label-studio"

@@ -33,12 +33,9 @@ from ailab_testsupport import (
     stop_process,
     wait_http,
 )
+from chart_render import render_chart, role_values
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "charts"))
-from chart_render import render_chart, role_values  # noqa: E402
-
-sys.path.pop(0)
 
 VENV_BIN = Path(sys.executable).parent
 CHART = ROOT.parent / "shared" / "charts" / "mlflow"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,29 +28,16 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-
-TEST_BASE = "ailab/serving-test-base:bookworm"
+from ailab_testsupport import free_port
+from conftest import TEST_BASE, docker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-
-
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-    if check:
-        assert out.returncode == 0, f"docker {' '.join(args)}:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
-    return out
 
 
 @pytest.fixture(scope="module")
 def image(yolo_server_image: str) -> str:
     """The image, built once per session by conftest.py (the notebook image test builds on it)."""
     return yolo_server_image
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
